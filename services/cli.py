@@ -1,0 +1,68 @@
+"""``xinfang``: the one command. ``xinfang --help`` lists what it does."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shared.settings import SERVICES, Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="xinfang", description="The county letters-and-visits case system.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", help="start NATS (embedded unless XF_NATS_URL is set) and every service")
+
+    run = sub.add_parser("run", help="run one service process (several may run as replicas)")
+    run.add_argument("service", choices=SERVICES)
+    run.add_argument("--port", type=int, help="HTTP port (default: the service's XF_<SERVICE>_PORT)")
+    run.add_argument("--host", help="HTTP host (default: XF_HTTP_HOST)")
+
+    mig = sub.add_parser("migrate", help="apply database migrations (services also do this at start)")
+    mig.add_argument("service", nargs="*", help="default: every service that exists")
+
+    imp = sub.add_parser("import", help="bulk-import a screening drive's disputes from CSV or XLSX")
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--drive", required=True, help="the drive id, e.g. D2026-001")
+    imp.add_argument("--url", help="intake's base URL (default: from settings)")
+    imp.add_argument("--token", help="clerk bearer token (default: XF_CLERK_TOKEN)")
+    imp.add_argument("--chunk", type=int, default=500, help="rows per request (default 500)")
+    imp.add_argument("--errors", type=Path, help="where to write the bad rows (default FILE.errors.csv)")
+
+    api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
+    api.add_argument("service", choices=SERVICES)
+
+    args = parser.parse_args(argv)
+    settings = Settings()
+    from services import runtime
+
+    if args.command == "up":
+        return runtime.up(settings)
+    if args.command == "run":
+        if args.service not in runtime.APPS:
+            print(f"{args.service} does not exist yet", file=sys.stderr)
+            return 2
+        overrides = {k: v for k, v in {f"{args.service}_port": args.port, "http_host": args.host}.items() if v}
+        runtime.run_service(args.service, settings.model_copy(update=overrides))
+        return 0
+    if args.command == "migrate":
+        from shared.db import migrate
+        for service in args.service or list(runtime.APPS):
+            migrate(service, settings.db_url(service))
+            print(f"{service}: at head")
+        return 0
+    if args.command == "import":
+        from services.intake.cli import import_file
+        token = args.token or (settings.clerk_token.get_secret_value() if settings.clerk_token else None)
+        return import_file(args.file, args.drive, args.url or settings.base_url("intake"), token, args.chunk,
+                           args.errors or args.file.with_name(args.file.name + ".errors.csv"))
+    if args.command == "openapi":
+        print(json.dumps(runtime.app_factory(args.service)(settings).openapi(), ensure_ascii=False, indent=2))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""intake: every channel in, validated, numbered, stored, published (``cases.received``)."""

@@ -1,0 +1,175 @@
+"""Intake's rules, in plain Python: resident IDs, phones, case numbers, flags, repeat detection,
+and the checks of a submission against its channel and the county's directory."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
+
+from shared.directory import Directory
+from shared.errors import FieldError
+
+if TYPE_CHECKING:
+    from services.intake.schemas import CaseSubmission
+
+CHINA_TZ = timezone(timedelta(hours=8))  # case numbers follow the county's calendar year
+MAX_TITLE = 100
+MAX_CONTENT = 5000
+COLLECTIVE_MIN_PEOPLE = 5  # 集体访
+LIST_LIMIT = 30  # list the valid codes in an error when there are at most this many
+
+# --- resident ID (GB 11643-1999) ----------------------------------------------------------------
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+_ID_SHAPE = re.compile(r"^\d{17}[\dX]$")
+
+
+def resident_id_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid 18-character resident ID number, or None if it is."""
+    if not _ID_SHAPE.match(value):
+        return "must be 17 digits and a check character (digit or X), 18 in all"
+    try:
+        born = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        return "the date of birth (characters 7-14) is not a real date"
+    if born.year < 1900 or born > date.today():
+        return "the date of birth (characters 7-14) is out of range"
+    expected = _ID_CHECK[sum(int(c) * w for c, w in zip(value[:17], _ID_WEIGHTS)) % 11]
+    if value[17] != expected:
+        return "the check character does not match (GB 11643)"
+    return None
+
+
+def mask_resident_id(value: str) -> str:
+    """The form that may leave intake: region and last four kept, date of birth hidden."""
+    return value[:6] + "*" * 8 + value[-4:]
+
+
+def resident_key(secret: str, value: str) -> str:
+    """Keyed hash of an ID number: links a resident's cases without revealing the number."""
+    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+
+
+_MOBILE = re.compile(r"^1[3-9]\d{9}$")
+_LANDLINE = re.compile(r"^0\d{2,3}-?\d{7,8}$")
+
+
+def phone_problem(value: str) -> str | None:
+    if _MOBILE.match(value) or _LANDLINE.match(value):
+        return None
+    return "must be a mobile number (11 digits starting 13-19) or a landline like 0571-87654321"
+
+
+# --- numbers and codes --------------------------------------------------------------------------
+
+def local_year(moment: datetime) -> int:
+    return moment.astimezone(CHINA_TZ).year
+
+
+def case_number(county: str, year: int, seq: int) -> str:
+    return f"{county}-{year}-{seq:06d}"
+
+
+_QUERY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read out over the phone
+
+
+def new_query_code() -> str:
+    return "".join(secrets.choice(_QUERY_ALPHABET) for _ in range(8))
+
+
+# --- flags and repeats --------------------------------------------------------------------------
+
+def is_collective(people_count: int) -> bool:
+    return people_count >= COLLECTIVE_MIN_PEOPLE
+
+
+def _bigrams(text: str) -> set[str]:
+    text = re.sub(r"[\s\W_]+", "", text.lower())
+    return {text[i:i + 2] for i in range(len(text) - 1)} or {text}
+
+
+def title_similarity(a: str, b: str) -> float:
+    """Jaccard similarity of character bigrams: works on Chinese text without segmentation."""
+    x, y = _bigrams(a), _bigrams(b)
+    return len(x & y) / len(x | y) if x | y else 0.0
+
+
+@dataclass(frozen=True)
+class EarlierCase:
+    case_number: str
+    title: str
+    received_at: datetime
+
+
+def find_repeat(title: str, earlier: Iterable[EarlierCase], threshold: float) -> str | None:
+    """重复访: the most recent earlier case of the same resident with a similar title."""
+    best = None
+    for case in earlier:
+        if title_similarity(title, case.title) >= threshold and (best is None or case.received_at > best.received_at):
+            best = case
+    return best.case_number if best else None
+
+
+# --- a submission against its channel and the directory -----------------------------------------
+
+_CHANNEL_BLOCK = {"delegated": "delegation", "screening": "drive_id", "referral": "referral", "night_visit": "visit_id"}
+
+
+def check_submission(sub: CaseSubmission, d: Directory) -> list[FieldError]:
+    """Every rule a submission breaks that needs no database; empty when it passes."""
+    errors: list[FieldError] = []
+    for channel, field in _CHANNEL_BLOCK.items():
+        present = getattr(sub, field) is not None
+        if sub.channel == channel and not present:
+            errors.append(FieldError(field, f"required for channel {channel}"))
+        elif sub.channel != channel and present:
+            errors.append(FieldError(field, f"only for channel {channel}"))
+    if sub.channel in ("walk_in", "online", "delegated") and sub.resident.id_number is None:
+        errors.append(FieldError("resident.id_number", f"required for channel {sub.channel}"))
+    if sub.channel in ("online", "phone") and sub.resident.phone is None:
+        errors.append(FieldError("resident.phone", f"required for channel {sub.channel}"))
+
+    township = d.townships.get(sub.township)
+    if township is None:
+        errors.append(code_error("township", sub.township, d.townships, "/api/v1/directory"))
+    if sub.village is not None:
+        village = d.villages.get(sub.village)
+        if village is None or (township is not None and village[1].code != township.code):
+            valid = {v.code: v for v in township.villages} if township else d.villages
+            errors.append(code_error("village", sub.village, valid, "/api/v1/directory",
+                                     what=f"village of {sub.township}" if township else "village"))
+    if sub.category is not None and sub.category not in d.categories:
+        errors.append(code_error("category", sub.category, d.categories, "/api/v1/directory"))
+    for i, unit in enumerate(sub.accused_units):
+        if unit not in d.units:
+            errors.append(code_error(f"accused_units[{i}]", unit, d.units, "/api/v1/directory", what="unit"))
+    if sub.delegation is not None:
+        agent = d.agents.get(sub.delegation.agent_id)
+        if agent is None:
+            errors.append(code_error("delegation.agent_id", sub.delegation.agent_id, d.agents,
+                                     "/api/v1/directory/agents", what="agent"))
+        if sub.delegation.service_type not in d.service_types:
+            errors.append(code_error("delegation.service_type", sub.delegation.service_type, d.service_types,
+                                     "/api/v1/directory", what="service type"))
+        elif agent is not None and sub.delegation.service_type not in agent[1].service_types:
+            errors.append(FieldError("delegation.service_type",
+                                     f"agency {agent[1].code} does not offer {sub.delegation.service_type!r}",
+                                     valid=list(agent[1].service_types)))
+    return errors
+
+
+def code_error(field: str, value: str, valid: dict, see: str, what: str | None = None) -> FieldError:
+    what = what or field
+    if len(valid) <= LIST_LIMIT:
+        return FieldError(field, f"unknown {what} {value!r}", valid=sorted(valid))
+    return FieldError(field, f"unknown {what} {value!r}; the valid codes are listed at {see}", see=see)
+
+
+def local_date(moment: datetime) -> date:
+    return moment.astimezone(CHINA_TZ).date()

@@ -1,0 +1,220 @@
+"""What intake accepts and answers over HTTP (and what a bulk-import row becomes).
+
+Shape checks live here (types, sizes, formats); rules that need the directory or the database
+live in ``domain.py`` and ``service.py``.
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.intake import domain
+from shared.events import Channel, Code
+
+Text = Annotated[str, Field(min_length=1)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ResidentIn(_In):
+    """信访人. The full ID number stays in intake; events carry a masked form and a keyed hash."""
+
+    name: Annotated[str, Field(min_length=1, max_length=50)]
+    id_number: str | None = Field(None, description="18-character resident ID (GB 11643), checksum verified")
+    phone: str | None = Field(None, description="mobile 1xxxxxxxxxx or landline 0xxx-xxxxxxx")
+    address: Annotated[str, Field(max_length=200)] | None = None
+
+    @field_validator("id_number")
+    @classmethod
+    def _id_number(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        v = v.upper()
+        problem = domain.resident_id_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        problem = domain.phone_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+class DelegationIn(_In):
+    """代办: the agent filing for a villager, and the service asked for."""
+
+    agent_id: Code
+    service_type: Code
+
+
+class ReferralIn(_In):
+    """上级交办: the higher office's document number."""
+
+    doc_no: Annotated[str, Field(min_length=1, max_length=64)]
+    from_office: Annotated[str, Field(max_length=100)] | None = None
+
+
+class CaseSubmission(_In):
+    channel: Channel
+    resident: ResidentIn
+    title: Annotated[str, Field(min_length=2, max_length=domain.MAX_TITLE, description="事由")]
+    content: Annotated[str, Field(min_length=1, max_length=domain.MAX_CONTENT)]
+    township: Code
+    village: Code | None = None
+    category: Code | None = Field(None, description="omit to let routing classify the text")
+    people_count: Annotated[int, Field(ge=1, le=10000)] = 1
+    accused_units: Annotated[list[Code], Field(max_length=5)] = Field(
+        default_factory=list, description="units the complaint accuses (检举); routing never sends it to them")
+    escalated: bool = Field(False, description="越级访: the resident went over the proper level")
+    backlog: bool = Field(False, description="积案: a long-unresolved matter")
+    delegation: DelegationIn | None = Field(None, description="required for channel delegated")
+    drive_id: Code | None = Field(None, description="required for channel screening")
+    referral: ReferralIn | None = Field(None, description="required for channel referral")
+    visit_id: Code | None = Field(None, description="required for channel night_visit: the logged visit")
+
+
+class Flags(BaseModel):
+    collective: bool
+    escalated: bool
+    backlog: bool
+    repeat: bool
+    special_period: bool
+
+
+class CaseAccepted(BaseModel):
+    """The answer to a submission. Keep the query code: it is the resident's key to the case."""
+
+    case_number: str
+    query_code: str
+    received_at: datetime
+    channel: Channel
+    repeat_of: str | None
+    flags: Flags
+
+
+class CaseView(BaseModel):
+    """A case as a clerk sees it (the ID number masked)."""
+
+    case_number: str
+    channel: Channel
+    received_at: datetime
+    title: str
+    content: str
+    township: str
+    village: str | None
+    category: str | None
+    people_count: int
+    accused_units: list[str]
+    resident_name: str
+    resident_masked_id: str | None
+    resident_phone: str | None
+    repeat_of: str | None
+    flags: Flags
+    drive_id: str | None
+    visit_id: str | None
+    delegation: dict | None
+    referral: dict | None
+
+
+class ProblemIn(_In):
+    """One problem a cadre collected on a night visit; it becomes a case."""
+
+    resident: ResidentIn
+    title: Annotated[str, Field(min_length=2, max_length=domain.MAX_TITLE)]
+    content: Annotated[str, Field(min_length=1, max_length=domain.MAX_CONTENT)]
+    category: Code | None = None
+    people_count: Annotated[int, Field(ge=1, le=10000)] = 1
+    accused_units: Annotated[list[Code], Field(max_length=5)] = Field(default_factory=list)
+
+
+class VisitLog(_In):
+    """驻村夜访 log."""
+
+    cadre_name: Annotated[str, Field(min_length=1, max_length=50)]
+    cadre_unit: Code
+    township: Code
+    village: Code
+    visited_on: date
+    households_visited: Annotated[int, Field(ge=0, le=10000)]
+    problems: Annotated[list[ProblemIn], Field(max_length=200)] = Field(default_factory=list)
+
+
+class VisitLogged(BaseModel):
+    visit_id: str
+    cases: list[CaseAccepted]
+
+
+class DriveIn(_In):
+    """矛盾纠纷排查: quarterly, or special-period (before holidays and sensitive dates)."""
+
+    kind: Literal["quarterly", "special"]
+    name: Annotated[str, Field(min_length=2, max_length=100)]
+    starts_on: date
+    ends_on: date
+
+
+class DriveView(BaseModel):
+    drive_id: str
+    kind: Literal["quarterly", "special"]
+    name: str
+    starts_on: date
+    ends_on: date
+    status: Literal["open", "closed"]
+    cases: int
+
+
+class ImportRowIn(_In):
+    row: Annotated[int, Field(ge=1)]
+    values: dict[str, str | int | float | bool | None]
+
+
+class ImportChunk(_In):
+    """Rows of one file sent in chunks; ``source`` (the file's hash) makes a re-run idempotent."""
+
+    source: Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
+    rows: Annotated[list[ImportRowIn], Field(min_length=1, max_length=2000)]
+
+
+class RowError(BaseModel):
+    row: int
+    field: str
+    message: str
+
+
+class ImportReport(BaseModel):
+    rows: int = 0
+    created: int = 0
+    already_imported: int = 0
+    case_numbers: dict[int, str] = Field(default_factory=dict)
+    errors: list[RowError] = Field(default_factory=list)
+
+
+class FeedbackIn(_In):
+    """信访人评价 of the reply, by case number + query code."""
+
+    query_code: Annotated[str, Field(min_length=4, max_length=16)]
+    satisfied: bool
+    comment: Annotated[str, Field(max_length=1000)] = ""
+
+
+class ReviewIn(_In):
+    """复查 (review) or 复核 (re-review) request, by case number + query code."""
+
+    query_code: Annotated[str, Field(min_length=4, max_length=16)]
+    level: Literal["review", "re_review"]
+    reason: Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class Acknowledged(BaseModel):
+    case_number: str
+    recorded_at: datetime

@@ -1,0 +1,307 @@
+"""Intake's use cases: small functions over a unit of work.
+
+Every accepted case is stored and its ``CaseReceived`` queued in the outbox in one transaction;
+numbers come from a counter row updated in that same transaction, so they are gap-free per year
+across replicas (a rollback returns the number).
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, select, update
+
+from services.intake import domain, tables
+from services.intake.schemas import (Acknowledged, CaseAccepted, CaseSubmission, CaseView, DriveIn, DriveView,
+                                     FeedbackIn, Flags, ReviewIn)
+from shared import events as ev
+from shared.clock import Clock
+from shared.db import UnitOfWork, insert_ignore
+from shared.directory import Directory
+from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.metrics import ServiceMetrics
+from shared.outbox import enqueue
+from shared.settings import Settings
+
+
+class IntakeMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__("intake")
+        from prometheus_client import Counter
+        self.cases_received = Counter("xf_intake_cases_received_total", "Cases accepted, by channel",
+                                      ["channel"], registry=self.registry)
+        self.import_rows = Counter("xf_intake_import_rows_total", "Bulk-import rows, by outcome",
+                                   ["outcome"], registry=self.registry)
+
+
+@dataclass
+class Intake:
+    """What every use case needs; built once by ``app.create_app``."""
+
+    uow: UnitOfWork
+    directory: Directory
+    settings: Settings
+    clock: Clock
+    metrics: IntakeMetrics
+
+
+@dataclass(frozen=True)
+class Draft:
+    submission: CaseSubmission
+    actor: ev.Actor
+    key: str | None = None  # scoped idempotency key
+
+
+def request_hash(model: BaseModel) -> str:
+    return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
+
+
+def actor_for(sub: CaseSubmission, staff_id: str | None) -> ev.Actor:
+    if sub.channel == "delegated" and sub.delegation is not None:
+        return ev.Actor(kind="agent", id=sub.delegation.agent_id)
+    if sub.channel == "online":
+        return ev.Actor(kind="resident")
+    return ev.Actor(kind="clerk", id=staff_id)
+
+
+# --- cases --------------------------------------------------------------------------------------
+
+def submit_case(intake: Intake, sub: CaseSubmission, actor: ev.Actor, idempotency_key: str | None) -> tuple[CaseAccepted, bool]:
+    """Register one case. Returns the answer and whether it is a replay of an earlier submission."""
+    errors = domain.check_submission(sub, intake.directory)
+    if errors:
+        raise InvalidInput(errors)
+    draft = Draft(sub, actor, f"case:{idempotency_key}" if idempotency_key else None)
+    with intake.uow.begin() as conn:
+        result = register(conn, intake, [draft])[0]
+    if isinstance(result, Conflict):
+        raise result
+    if isinstance(result, list):
+        raise InvalidInput(result)
+    if isinstance(result, Replayed):
+        return result.accepted, True
+    return result, False
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """The draft's key was seen before with the same body: here is the first answer."""
+
+    accepted: CaseAccepted
+
+
+Result = CaseAccepted | Replayed | Conflict | list[FieldError]
+
+
+def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[Result]:
+    """Store a batch of checked drafts in the caller's transaction; one result per draft.
+
+    A draft whose key was seen with the same body gets the first answer again (``replayed``);
+    with another body, a Conflict. Drafts naming a closed drive or an unknown visit get field errors.
+    """
+    now = intake.clock.now()
+    results: list[Result | None] = [None] * len(drafts)
+    seen = _existing_keys(conn, [d.key for d in drafts if d.key])
+    for i, d in enumerate(drafts):
+        if d.key in seen:
+            hash_, response = seen[d.key]
+            results[i] = (Replayed(CaseAccepted.model_validate(response)) if hash_ == request_hash(d.submission)
+                          else Conflict("this Idempotency-Key was used with another body"))
+    pending = [i for i, r in enumerate(results) if r is None]
+    drive_kinds = _drive_kinds(conn, {drafts[i].submission.drive_id for i in pending} - {None})
+    known_visits = _known_visits(conn, {drafts[i].submission.visit_id for i in pending} - {None})
+    for i in list(pending):
+        sub = drafts[i].submission
+        errors = []
+        if sub.drive_id is not None and drive_kinds.get(sub.drive_id, (None, None))[1] != "open":
+            errors.append(FieldError("drive_id", f"no open drive {sub.drive_id!r}", see="/api/v1/drives"))
+        if sub.visit_id is not None and sub.visit_id not in known_visits:
+            errors.append(FieldError("visit_id", f"no logged visit {sub.visit_id!r}; log it with POST /api/v1/visits"))
+        if errors:
+            results[i] = errors
+            pending.remove(i)
+    if not pending:
+        return results  # type: ignore[return-value]
+
+    year = domain.local_year(now)
+    last = allocate(conn, f"case:{year}", len(pending))
+    earlier = _earlier_cases(conn, intake, [drafts[i].submission for i in pending], now)
+    rows, events, keys = [], [], []
+    for n, i in enumerate(pending):
+        d, sub = drafts[i], drafts[i].submission
+        seq = last - len(pending) + 1 + n
+        row = _case_row(intake, sub, d.actor, year, seq, now, drive_kinds)
+        id_hash = row["resident_id_hash"]
+        row["repeat_of"] = domain.find_repeat(sub.title, earlier.get(id_hash, []), intake.settings.repeat_similarity) if id_hash else None
+        if id_hash:  # a later draft of the same batch may repeat this one
+            earlier.setdefault(id_hash, []).append(domain.EarlierCase(row["number"], sub.title, now))
+        accepted = _accepted(row)
+        rows.append(row)
+        events.append(_received_event(row, d.actor))
+        if d.key:
+            keys.append({"key": d.key, "request_hash": request_hash(sub),
+                         "response": accepted.model_dump(mode="json"), "created_at": now})
+        results[i] = accepted
+    conn.execute(tables.cases.insert(), rows)
+    if keys:
+        conn.execute(tables.idempotency_keys.insert(), keys)
+    enqueue(conn, tables.outbox, events, now)
+    for row in rows:
+        intake.metrics.cases_received.labels(row["channel"]).inc()
+    return results  # type: ignore[return-value]
+
+
+def allocate(conn: Connection, name: str, n: int) -> int:
+    """Advance the gap-free counter ``name`` by ``n`` inside the caller's transaction; the new last."""
+    insert_ignore(conn, tables.counters, [{"name": name, "last": 0}])
+    c = tables.counters.c
+    return conn.execute(update(tables.counters).where(c.name == name).values(last=c.last + n)
+                        .returning(c.last)).scalar_one()
+
+
+def _existing_keys(conn: Connection, keys: list[str]) -> dict[str, tuple[str, dict]]:
+    if not keys:
+        return {}
+    t = tables.idempotency_keys
+    return {r.key: (r.request_hash, r.response)
+            for r in conn.execute(select(t.c.key, t.c.request_hash, t.c.response).where(t.c.key.in_(keys)))}
+
+
+def _drive_kinds(conn: Connection, ids: set) -> dict[str, tuple[str, str]]:
+    if not ids:
+        return {}
+    t = tables.drives
+    return {r.drive_id: (r.kind, r.status) for r in conn.execute(select(t.c.drive_id, t.c.kind, t.c.status).where(t.c.drive_id.in_(ids)))}
+
+
+def _known_visits(conn: Connection, ids: set) -> set[str]:
+    if not ids:
+        return set()
+    t = tables.visits
+    return set(conn.execute(select(t.c.visit_id).where(t.c.visit_id.in_(ids))).scalars())
+
+
+def _earlier_cases(conn: Connection, intake: Intake, subs: list[CaseSubmission], now: datetime) -> dict[str, list[domain.EarlierCase]]:
+    key = intake.settings.id_hash_key.get_secret_value()
+    hashes = {domain.resident_key(key, s.resident.id_number) for s in subs if s.resident.id_number}
+    if not hashes:
+        return {}
+    t = tables.cases
+    since = now - timedelta(days=intake.settings.repeat_window_days)
+    found: dict[str, list[domain.EarlierCase]] = {}
+    for r in conn.execute(select(t.c.resident_id_hash, t.c.number, t.c.title, t.c.received_at)
+                          .where(t.c.resident_id_hash.in_(hashes), t.c.received_at >= since)):
+        found.setdefault(r.resident_id_hash, []).append(domain.EarlierCase(r.number, r.title, r.received_at))
+    return found
+
+
+def _case_row(intake: Intake, sub: CaseSubmission, actor: ev.Actor, year: int, seq: int, now: datetime,
+              drive_kinds: dict[str, tuple[str, str]]) -> dict:
+    d, r = intake.directory, sub.resident
+    idn = r.id_number
+    agency = d.agency_of(sub.delegation.agent_id).code if sub.delegation else None
+    return {
+        "number": domain.case_number(d.county.code, year, seq), "year": year, "seq": seq,
+        "channel": sub.channel, "received_at": now, "title": sub.title, "content": sub.content,
+        "category": sub.category, "township": sub.township, "village": sub.village,
+        "people_count": sub.people_count, "accused_units": list(sub.accused_units),
+        "resident_name": r.name, "resident_id_number": idn,
+        "resident_id_hash": domain.resident_key(intake.settings.id_hash_key.get_secret_value(), idn) if idn else None,
+        "resident_masked_id": domain.mask_resident_id(idn) if idn else None,
+        "resident_phone": r.phone, "resident_address": r.address,
+        "collective": domain.is_collective(sub.people_count), "escalated": sub.escalated, "backlog": sub.backlog,
+        "special_period": sub.drive_id is not None and drive_kinds[sub.drive_id][0] == "special",
+        "drive_id": sub.drive_id, "visit_id": sub.visit_id,
+        "agent_id": sub.delegation.agent_id if sub.delegation else None, "agency_id": agency,
+        "service_type": sub.delegation.service_type if sub.delegation else None,
+        "referral_doc_no": sub.referral.doc_no if sub.referral else None,
+        "referral_from": sub.referral.from_office if sub.referral else None,
+        "query_code": domain.new_query_code(), "actor_kind": actor.kind, "actor_id": actor.id,
+    }
+
+
+def _flags(row) -> Flags:  # noqa: ANN001 - a dict or a Row
+    g = row.__getitem__ if isinstance(row, dict) else row._mapping.__getitem__
+    return Flags(collective=g("collective"), escalated=g("escalated"), backlog=g("backlog"),
+                 repeat=g("repeat_of") is not None, special_period=g("special_period"))
+
+
+def _accepted(row: dict) -> CaseAccepted:
+    return CaseAccepted(case_number=row["number"], query_code=row["query_code"], received_at=row["received_at"],
+                        channel=row["channel"], repeat_of=row["repeat_of"], flags=_flags(row))
+
+
+def _received_event(row: dict, actor: ev.Actor) -> ev.CaseReceived:
+    return ev.CaseReceived(
+        case_id=row["number"], occurred_at=row["received_at"], actor=actor, channel=row["channel"],
+        title=row["title"], content=row["content"], category=row["category"], township=row["township"],
+        village=row["village"], people_count=row["people_count"], accused_units=row["accused_units"],
+        resident=ev.ResidentRef(name=row["resident_name"], masked_id=row["resident_masked_id"],
+                                id_hash=row["resident_id_hash"], phone=row["resident_phone"]),
+        collective=row["collective"], escalated=row["escalated"], backlog=row["backlog"],
+        repeat=row["repeat_of"] is not None, repeat_of=row["repeat_of"], special_period=row["special_period"],
+        drive_id=row["drive_id"], visit_id=row["visit_id"],
+        delegation=ev.Delegation(agent_id=row["agent_id"], agency_id=row["agency_id"],
+                                 service_type=row["service_type"]) if row["agent_id"] else None,
+        referral=ev.Referral(doc_no=row["referral_doc_no"], from_office=row["referral_from"])
+        if row["referral_doc_no"] else None,
+    )
+
+
+def get_case(intake: Intake, number: str) -> CaseView:
+    with intake.uow.engine.connect() as conn:
+        r = conn.execute(select(tables.cases).where(tables.cases.c.number == number)).first()
+    if r is None:
+        raise NotFound(f"no case {number}")
+    return CaseView(
+        case_number=r.number, channel=r.channel, received_at=r.received_at, title=r.title, content=r.content,
+        township=r.township, village=r.village, category=r.category, people_count=r.people_count,
+        accused_units=r.accused_units, resident_name=r.resident_name, resident_masked_id=r.resident_masked_id,
+        resident_phone=r.resident_phone, repeat_of=r.repeat_of, flags=_flags(r), drive_id=r.drive_id,
+        visit_id=r.visit_id,
+        delegation={"agent_id": r.agent_id, "agency_id": r.agency_id, "service_type": r.service_type} if r.agent_id else None,
+        referral={"doc_no": r.referral_doc_no, "from_office": r.referral_from} if r.referral_doc_no else None,
+    )
+
+
+# --- the resident's follow-ups, by case number + query code -------------------------------------
+
+def _resident_case(conn: Connection, number: str, query_code: str) -> None:
+    import hmac
+    code = conn.execute(select(tables.cases.c.query_code).where(tables.cases.c.number == number)).scalar()
+    # One answer for "no such case" and "wrong code", so codes cannot be probed case by case.
+    if code is None or not hmac.compare_digest(code.encode(), query_code.upper().encode()):
+        raise NotFound(f"no case {number} with this query code")
+
+
+def record_feedback(intake: Intake, number: str, body: FeedbackIn) -> Acknowledged:
+    """信访人评价: satisfied or not with the reply; supervision decides what it means for the case."""
+    now = intake.clock.now()
+    with intake.uow.begin() as conn:
+        _resident_case(conn, number, body.query_code)
+        conn.execute(tables.feedback.insert(), {"case_number": number, "satisfied": body.satisfied,
+                                                "comment": body.comment, "recorded_at": now})
+        enqueue(conn, tables.outbox, [ev.PetitionerFeedback(
+            case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"),
+            satisfied=body.satisfied, comment=body.comment)], now)
+    return Acknowledged(case_number=number, recorded_at=now)
+
+
+def request_review(intake: Intake, number: str, body: ReviewIn) -> Acknowledged:
+    """复查 then 复核: a re-review needs a review first, and each level is asked for once."""
+    now = intake.clock.now()
+    t = tables.review_requests
+    with intake.uow.begin() as conn:
+        _resident_case(conn, number, body.query_code)
+        levels = set(conn.execute(select(t.c.level).where(t.c.case_number == number)).scalars())
+        if body.level in levels:
+            raise Conflict(f"a {body.level} was already requested for {number}")
+        if body.level == "re_review" and "review" not in levels:
+            raise InvalidInput([FieldError("level", "a re_review (复核) needs a review (复查) first")])
+        conn.execute(t.insert(), {"case_number": number, "level": body.level, "reason": body.reason, "recorded_at": now})
+        enqueue(conn, tables.outbox, [ev.ReviewRequested(
+            case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"), level=body.level, reason=body.reason)], now)
+    return Acknowledged(case_number=number, recorded_at=now)

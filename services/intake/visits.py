@@ -1,0 +1,70 @@
+"""驻村夜访: a cadre logs a night visit; each problem collected becomes a case (channel night_visit)."""
+from __future__ import annotations
+
+from services.intake import domain, tables
+from services.intake.schemas import CaseAccepted, CaseSubmission, VisitLog, VisitLogged
+from services.intake.service import Draft, Intake, allocate, register, request_hash
+from shared import events as ev
+from shared.errors import Conflict, FieldError, InvalidInput
+from shared.outbox import enqueue
+from sqlalchemy import select
+
+
+def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency_key: str | None) -> VisitLogged:
+    d = intake.directory
+    errors: list[FieldError] = []
+    if visit.cadre_unit not in d.units:
+        errors.append(domain.code_error("cadre_unit", visit.cadre_unit, d.units, "/api/v1/directory", what="unit"))
+    if visit.visited_on > domain.local_date(intake.clock.now()):
+        errors.append(FieldError("visited_on", "is in the future"))
+    submissions = [_submission(visit, i) for i in range(len(visit.problems))]
+    for i, sub in enumerate(submissions):
+        for e in domain.check_submission(sub, d):
+            if e.field in ("township", "village") and i > 0:
+                continue  # reported once, for the visit itself
+            name = e.field if e.field in ("township", "village") else f"problems[{i}].{e.field}"
+            errors.append(FieldError(name, e.message, e.valid, e.see))
+    if not submissions:
+        errors += [e for e in domain.check_submission(_submission(visit, None), d) if e.field in ("township", "village")]
+    if errors:
+        raise InvalidInput(errors)
+
+    actor = ev.Actor(kind="cadre", id=staff_id)
+    key = f"visit:{idempotency_key}" if idempotency_key else None
+    now = intake.clock.now()
+    with intake.uow.begin() as conn:
+        if key is not None:
+            t = tables.idempotency_keys
+            seen = conn.execute(select(t.c.request_hash, t.c.response).where(t.c.key == key)).first()
+            if seen is not None:
+                if seen.request_hash != request_hash(visit):
+                    raise Conflict("this Idempotency-Key was used with another body")
+                return VisitLogged.model_validate(seen.response)
+        year = domain.local_year(now)
+        visit_id = f"NV{year}-{allocate(conn, f'visit:{year}', 1):05d}"
+        conn.execute(tables.visits.insert(), {
+            "visit_id": visit_id, "cadre_name": visit.cadre_name, "cadre_unit": visit.cadre_unit,
+            "township": visit.township, "village": visit.village, "visited_on": visit.visited_on,
+            "households_visited": visit.households_visited, "logged_at": now})
+        drafts = [Draft(s.model_copy(update={"visit_id": visit_id}), actor) for s in submissions]
+        cases: list[CaseAccepted] = register(conn, intake, drafts) if drafts else []  # type: ignore[assignment]
+        enqueue(conn, tables.outbox, [ev.NightVisitLogged(
+            visit_id=visit_id, occurred_at=now, actor=actor, cadre_unit=visit.cadre_unit, township=visit.township,
+            village=visit.village, visited_on=visit.visited_on, households_visited=visit.households_visited,
+            case_ids=[c.case_number for c in cases])], now)
+        answer = VisitLogged(visit_id=visit_id, cases=cases)
+        if key is not None:
+            conn.execute(tables.idempotency_keys.insert(), {"key": key, "request_hash": request_hash(visit),
+                                                            "response": answer.model_dump(mode="json"), "created_at": now})
+    return answer
+
+
+def _submission(visit: VisitLog, i: int | None) -> CaseSubmission:
+    """The case a problem becomes; ``visit_id`` is a placeholder until the visit is numbered."""
+    p = visit.problems[i] if i is not None else None
+    return CaseSubmission.model_construct(
+        channel="night_visit", resident=p.resident if p else None, title=p.title if p else "",
+        content=p.content if p else "", township=visit.township, village=visit.village,
+        category=p.category if p else None, people_count=p.people_count if p else 1,
+        accused_units=p.accused_units if p else [], escalated=False, backlog=False, delegation=None,
+        drive_id=None, referral=None, visit_id="pending")

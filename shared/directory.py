@@ -1,0 +1,222 @@
+"""The county's directory (DESIGN §7), loaded and validated from ``deploy/config/``.
+
+Units (townships and departments, with their principal leader 第一责任人 and leader in charge
+直接责任人), villages, case categories and their default unit, county leaders, and delegated-agent
+agencies (代办点) with their agents (代办员) and service types. A bad file stops the service at
+start with the file, line and field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Person(_Model):
+    name: str
+    title: str
+
+
+class Village(_Model):
+    code: Code
+    name: str
+
+
+class Unit(_Model):
+    """责任单位: a township (乡镇) or a county department (部门), or the bureau's own office."""
+
+    code: Code
+    name: str
+    kind: Literal["township", "department", "office"]
+    principal_leader: Person
+    leader_in_charge: Person
+    superior: Code | None = None  # where a complaint against this unit goes (DESIGN §5)
+    villages: list[Village] = []
+
+
+class Category(_Model):
+    code: Code
+    name: str
+    default_unit: Code | None = None  # None: territorial, the case's own township handles it
+    keywords: list[str] = []
+
+
+class Leader(_Model):
+    """包案领导: a county leader who can be made responsible for important cases."""
+
+    code: Code
+    name: str
+    title: str
+
+
+class ServiceType(_Model):
+    code: Code
+    name: str
+    time_limit_days: int = Field(gt=0, le=365)  # 代办时限
+
+
+class Agent(_Model):
+    code: Code
+    name: str
+
+
+class Agency(_Model):
+    code: Code
+    name: str
+    township: Code
+    service_types: list[Code]
+    agents: list[Agent]
+
+
+class County(_Model):
+    code: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]  # prefix of case numbers
+    name: str
+    supervision_office: Code
+
+
+FILES = {
+    "county": "county.yaml", "townships": "townships.yaml", "departments": "departments.yaml",
+    "categories": "categories.yaml", "leaders": "leaders.yaml", "agents": "agents.yaml",
+}
+
+
+class ConfigError(Exception):
+    """A config file is missing or wrong; the message names the file, line and field."""
+
+
+class Directory:
+    """The validated directory with look-ups by code."""
+
+    def __init__(self, county: County, units: list[Unit], categories: list[Category], leaders: list[Leader],
+                 service_types: list[ServiceType], agencies: list[Agency]) -> None:
+        self.county = county
+        self.units = {u.code: u for u in units}
+        self.townships = {u.code: u for u in units if u.kind == "township"}
+        self.categories = {c.code: c for c in categories}
+        self.leaders = {x.code: x for x in leaders}
+        self.service_types = {s.code: s for s in service_types}
+        self.agencies = {a.code: a for a in agencies}
+        self.agents = {ag.code: (ag, a) for a in agencies for ag in a.agents}
+        self.villages = {v.code: (v, t) for t in self.townships.values() for v in t.villages}
+
+    def agency_of(self, agent_code: str) -> Agency:
+        return self.agents[agent_code][1]
+
+
+def load_directory(config_dir: Path | str) -> Directory:
+    config_dir = Path(config_dir)
+    docs: dict[str, tuple[Any, yaml.Node | None, Path]] = {}
+    for key, name in FILES.items():
+        path = config_dir / name
+        try:
+            text = path.read_text(encoding="utf-8")
+            docs[key] = (yaml.safe_load(text), yaml.compose(text), path)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: missing (the directory needs {', '.join(FILES.values())})") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+
+    def parse(key: str, model: Any, top: str | None = None) -> Any:
+        data, node, path = docs[key]
+        value = (data or {}).get(top) if top and isinstance(data, dict) else data
+        try:
+            from pydantic import TypeAdapter
+            return TypeAdapter(model).validate_python(value if value is not None else ([] if top else {}))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ((top,) if top else ()) + tuple(err["loc"])
+            raise ConfigError(f"{path}:{_line(node, loc)}: {_dotted(loc)}: {err['msg']}") from None
+
+    county = parse("county", County)
+    townships = parse("townships", list[Unit], "townships")
+    departments = parse("departments", list[Unit], "departments")
+    categories = parse("categories", list[Category], "categories")
+    leaders = parse("leaders", list[Leader], "leaders")
+    service_types = parse("agents", list[ServiceType], "service_types")
+    agencies = parse("agents", list[Agency], "agencies")
+    directory = Directory(county, townships + departments, categories, leaders, service_types, agencies)
+    _check_references(directory, docs)
+    return directory
+
+
+def _check_references(d: Directory, docs: dict) -> None:
+    def fail(key: str, loc: tuple, message: str) -> None:
+        _data, node, path = docs[key]
+        raise ConfigError(f"{path}:{_line(node, loc)}: {_dotted(loc)}: {message}")
+
+    def unique(key: str, top: str, codes: list[str], what: str) -> None:
+        seen: set[str] = set()
+        for i, code in enumerate(codes):
+            if code in seen:
+                fail(key, (top, i, "code"), f"duplicate {what} code {code!r}")
+            seen.add(code)
+
+    all_units = [u.code for u in d.units.values()]
+    township_list = [u for u in d.units.values() if u.kind == "township"]
+    department_list = [u for u in d.units.values() if u.kind != "township"]
+    unique("townships", "townships", [u.code for u in township_list], "unit")
+    unique("departments", "departments", [u.code for u in department_list], "unit")
+    if len(set(all_units)) != len(all_units):
+        dup = next(c for c in all_units if all_units.count(c) > 1)
+        fail("departments", ("departments",), f"unit code {dup!r} is both a township and a department")
+    for i, u in enumerate(township_list):
+        if u.kind != "township":
+            fail("townships", ("townships", i, "kind"), "must be township")
+    for i, u in enumerate(department_list):
+        if u.kind == "township":
+            fail("departments", ("departments", i, "kind"), "townships belong in townships.yaml")
+        if u.superior and u.superior not in d.units:
+            fail("departments", ("departments", i, "superior"), f"unknown unit {u.superior!r}")
+    village_codes = [v.code for t in township_list for v in t.villages]
+    if len(set(village_codes)) != len(village_codes):
+        dup = next(c for c in village_codes if village_codes.count(c) > 1)
+        fail("townships", ("townships",), f"village code {dup!r} appears twice")
+    if d.county.supervision_office not in d.units:
+        fail("county", ("supervision_office",), f"unknown unit {d.county.supervision_office!r}")
+    unique("categories", "categories", [c.code for c in d.categories.values()], "category")
+    for i, c in enumerate(d.categories.values()):
+        if c.default_unit and c.default_unit not in d.units:
+            fail("categories", ("categories", i, "default_unit"), f"unknown unit {c.default_unit!r}")
+    for i, a in enumerate(d.agencies.values()):
+        if a.township not in d.townships:
+            fail("agents", ("agencies", i, "township"), f"unknown township {a.township!r}")
+        for j, s in enumerate(a.service_types):
+            if s not in d.service_types:
+                fail("agents", ("agencies", i, "service_types", j), f"unknown service type {s!r}")
+    agent_codes = [ag.code for a in d.agencies.values() for ag in a.agents]
+    if len(set(agent_codes)) != len(agent_codes):
+        dup = next(c for c in agent_codes if agent_codes.count(c) > 1)
+        fail("agents", ("agencies",), f"agent code {dup!r} appears twice")
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for p in loc:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _line(node: yaml.Node | None, loc: tuple) -> int:
+    """The 1-based line of the deepest node of ``loc`` that exists in the YAML tree."""
+    line = 1
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            node = None
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line

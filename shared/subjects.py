@@ -1,0 +1,43 @@
+"""Every NATS subject of the system, in one place (DESIGN §3, "Subjects").
+
+``cases.<event>.<unit>`` for events that concern one unit, so a department subscribes to
+``cases.*.<its code>`` and NATS permissions can pin what it may publish. ``cases.<event>`` for
+bureau-internal events.
+"""
+from __future__ import annotations
+
+RECEIVED = "cases.received"
+ASSIGNED = "cases.assigned.{unit}"
+TRIAGE = "cases.triage"
+LEADER_ASSIGNED = "cases.leader_assigned"
+SIGNED = "cases.signed.{unit}"
+RETURNED = "cases.returned.{unit}"
+PROGRESS = "cases.progress.{unit}"
+EXTENSION_REQUESTED = "cases.extension_requested.{unit}"
+REPLIED = "cases.replied.{unit}"
+EXTENSION_DECIDED = "cases.extension_decided.{unit}"
+FEEDBACK = "cases.feedback"
+REVIEW_REQUESTED = "cases.review_requested"
+REMINDED = "cases.reminded.{unit}"
+OVERDUE = "cases.overdue.{unit}"
+ESCALATED = "cases.escalated.{unit}"
+CLOSED = "cases.closed"
+ARCHIVED = "cases.archived"
+NOTICE_ISSUED = "supervision.notice_issued"
+DRIVE_OPENED = "drives.opened"
+DRIVE_CLOSED = "drives.closed"
+VISIT_LOGGED = "visits.logged"
+PERIOD_CLOSED = "scoring.period_closed"
+
+# Everything above is kept in one stream, so any projection can be rebuilt by replaying it.
+STREAM_SUBJECTS = ["cases.>", "supervision.>", "drives.>", "visits.>", "scoring.>"]
+
+# Poison messages go here with the error, one subject per consuming service, in a stream of their own.
+DEAD_LETTER = "deadletter.{service}"
+DEAD_LETTER_STREAM = "DEADLETTER"
+DEAD_LETTER_SUBJECTS = ["deadletter.>"]
+
+
+def for_unit(unit: str) -> str:
+    """What a unit subscribes to: every event about its own cases."""
+    return f"cases.*.{unit}"
