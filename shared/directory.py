@@ -143,11 +143,13 @@ def load_directory(config_dir: Path | str) -> Directory:
     service_types = parse("agents", list[ServiceType], "service_types")
     agencies = parse("agents", list[Agency], "agencies")
     directory = Directory(county, townships + departments, categories, leaders, service_types, agencies)
-    _check_references(directory, docs)
+    _check_references(directory, docs, townships, departments, categories, list(agencies))
     return directory
 
 
-def _check_references(d: Directory, docs: dict) -> None:
+def _check_references(d: Directory, docs: dict, township_list: list[Unit], department_list: list[Unit],
+                      category_list: list[Category], agency_list: list[Agency]) -> None:
+    """Codes unique and every reference known. Works on the parsed lists, before dicts hide duplicates."""
     def fail(key: str, loc: tuple, message: str) -> None:
         _data, node, path = docs[key]
         raise ConfigError(f"{path}:{_line(node, loc)}: {_dotted(loc)}: {message}")
@@ -159,9 +161,7 @@ def _check_references(d: Directory, docs: dict) -> None:
                 fail(key, (top, i, "code"), f"duplicate {what} code {code!r}")
             seen.add(code)
 
-    all_units = [u.code for u in d.units.values()]
-    township_list = [u for u in d.units.values() if u.kind == "township"]
-    department_list = [u for u in d.units.values() if u.kind != "township"]
+    all_units = [u.code for u in township_list + department_list]
     unique("townships", "townships", [u.code for u in township_list], "unit")
     unique("departments", "departments", [u.code for u in department_list], "unit")
     if len(set(all_units)) != len(all_units):
@@ -181,17 +181,18 @@ def _check_references(d: Directory, docs: dict) -> None:
         fail("townships", ("townships",), f"village code {dup!r} appears twice")
     if d.county.supervision_office not in d.units:
         fail("county", ("supervision_office",), f"unknown unit {d.county.supervision_office!r}")
-    unique("categories", "categories", [c.code for c in d.categories.values()], "category")
-    for i, c in enumerate(d.categories.values()):
+    unique("categories", "categories", [c.code for c in category_list], "category")
+    for i, c in enumerate(category_list):
         if c.default_unit and c.default_unit not in d.units:
             fail("categories", ("categories", i, "default_unit"), f"unknown unit {c.default_unit!r}")
-    for i, a in enumerate(d.agencies.values()):
+    unique("agents", "agencies", [a.code for a in agency_list], "agency")
+    for i, a in enumerate(agency_list):
         if a.township not in d.townships:
             fail("agents", ("agencies", i, "township"), f"unknown township {a.township!r}")
         for j, s in enumerate(a.service_types):
             if s not in d.service_types:
                 fail("agents", ("agencies", i, "service_types", j), f"unknown service type {s!r}")
-    agent_codes = [ag.code for a in d.agencies.values() for ag in a.agents]
+    agent_codes = [ag.code for a in agency_list for ag in a.agents]
     if len(set(agent_codes)) != len(agent_codes):
         dup = next(c for c in agent_codes if agent_codes.count(c) > 1)
         fail("agents", ("agencies",), f"agent code {dup!r} appears twice")

@@ -29,16 +29,27 @@ def error_body(error: str, message: str, fields: list[FieldError] | None = None,
     return body
 
 
-def install_error_handlers(app: FastAPI) -> None:
+BodyRules = Callable[[str, object], list[FieldError]]
+
+
+def install_error_handlers(app: FastAPI, body_rules: BodyRules | None = None) -> None:
+    """``body_rules(route, body)``: a service's own checks, run on a body that failed its shape
+    checks too, so one answer names every failing field."""
+
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             return JSONResponse(error_body("malformed_json", "the body is not valid JSON",
                                            [FieldError("body", str(errors[0].get("ctx", {}).get("error", "invalid JSON")))]),
                                 status_code=400)
-        return JSONResponse(error_body("invalid_input", "some fields are invalid; nothing was changed",
-                                       pydantic_field_errors(errors)), status_code=422)
+        fields = pydantic_field_errors(errors)
+        route = getattr(request.scope.get("route"), "path", "")
+        if body_rules is not None and isinstance(exc.body, dict):
+            named = {f.field for f in fields}
+            fields += [f for f in body_rules(route, exc.body) if f.field not in named]
+        return JSONResponse(error_body("invalid_input", "some fields are invalid; nothing was changed", fields),
+                            status_code=422)
 
     @app.exception_handler(InvalidInput)
     async def _invalid(_request: Request, exc: InvalidInput) -> JSONResponse:
@@ -78,28 +89,63 @@ class RequestGuard:
 
         try:
             refusal = self._refusal(scope)
+            if refusal is None and self._has_body(scope) and self._header(scope, "content-length") is None:
+                receive, refusal = await self._buffer_chunked(receive, self._limit(scope))
             if refusal is not None:
                 await refusal(scope, receive, send_wrapper)
             else:
-                await self.app(scope, self._limited(receive, self._limit(scope)), send_wrapper)
+                await self.app(scope, receive, send_wrapper)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self.metrics.http_requests.labels(route, scope["method"], str(status["code"])).inc()
             self.metrics.http_seconds.labels(route).observe(time.perf_counter() - started)
 
+    @staticmethod
+    def _header(scope, name: str) -> str | None:  # noqa: ANN001
+        for k, v in scope["headers"]:
+            if k.decode().lower() == name:
+                return v.decode()
+        return None
+
+    def _has_body(self, scope) -> bool:  # noqa: ANN001
+        if scope["method"] not in ("POST", "PUT", "PATCH"):
+            return False
+        length = self._header(scope, "content-length")
+        return (length is not None and length != "0") or self._header(scope, "transfer-encoding") is not None
+
+    @staticmethod
+    async def _buffer_chunked(receive, limit: int):  # noqa: ANN001, ANN205
+        """A body without Content-Length is read here, up to the limit, then handed on."""
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                return receive, _too_large(limit)
+        sent = False
+
+        async def replay():  # noqa: ANN202
+            nonlocal sent
+            if sent:
+                return await receive()
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return replay, None
+
     def _limit(self, scope) -> int:  # noqa: ANN001
         return self.max_upload if scope["path"].endswith(self.upload_suffixes) and self.upload_suffixes else self.max_body
 
     def _refusal(self, scope):  # noqa: ANN001, ANN202
-        if scope["method"] not in ("POST", "PUT", "PATCH"):
-            return None
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        length = headers.get("content-length")
+        if not self._has_body(scope):
+            return None  # nothing to type-check: e.g. POST …/close
+        length = self._header(scope, "content-length")
         limit = self._limit(scope)
         if length is not None and length.isdigit() and int(length) > limit:
-            return JSONResponse(error_body("body_too_large", f"the body is over {limit} bytes",
-                                           [FieldError("body", f"at most {limit} bytes")]), status_code=413)
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+            return _too_large(limit)
+        ctype = (self._header(scope, "content-type") or "").split(";")[0].strip().lower()
         is_upload = bool(self.upload_suffixes) and scope["path"].endswith(self.upload_suffixes)
         wanted = "multipart/form-data" if is_upload else "application/json"
         if ctype != wanted:
@@ -108,34 +154,17 @@ class RequestGuard:
                                 status_code=415)
         return None
 
-    def _limited(self, receive, limit: int):  # noqa: ANN001, ANN202
-        seen = 0
-
-        async def wrapped():  # noqa: ANN202
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:  # a chunked body with no Content-Length
-                    raise BodyTooLarge(limit)
-            return message
-        return wrapped
 
 
-class BodyTooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse(error_body("body_too_large", f"the body is over {limit} bytes",
+                                   [FieldError("body", f"at most {limit} bytes")]), status_code=413)
 
 
 def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[], Awaitable[dict[str, bool]]],
-                   *, max_body: int, max_upload: int, upload_suffixes: tuple[str, ...] = ()) -> None:
-    install_error_handlers(app)
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return JSONResponse(error_body("body_too_large", f"the body is over {exc.limit} bytes",
-                                       [FieldError("body", f"at most {exc.limit} bytes")]), status_code=413)
+                   *, max_body: int, max_upload: int, upload_suffixes: tuple[str, ...] = (),
+                   body_rules: BodyRules | None = None) -> None:
+    install_error_handlers(app, body_rules)
 
     app.add_middleware(RequestGuard, metrics=metrics, max_body=max_body, max_upload=max_upload,
                        upload_suffixes=upload_suffixes)

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.intake import api, tables
+from services.intake import api, domain, tables
 from services.intake.service import Intake, IntakeMetrics
 from shared.bus import Bus
 from shared.clock import Clock, SystemClock
@@ -60,8 +60,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         metrics.nats_connected.set(1 if bus.connected else 0)
         return {"nats": bus.connected, "database": await asyncio.to_thread(_db_ok, engine)}
 
+    def body_rules(route: str, body: object) -> list:
+        return domain.check_submission(body, directory) if route == "/api/v1/cases" else []
+
     install_common(app, metrics, readiness, max_body=settings.max_body_bytes,
-                   max_upload=settings.max_upload_bytes, upload_suffixes=("/import",))
+                   max_upload=settings.max_upload_bytes, upload_suffixes=("/import",), body_rules=body_rules)
     app.include_router(api.build_router(intake))
     return app
 

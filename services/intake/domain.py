@@ -9,13 +9,9 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING
 
 from shared.directory import Directory
 from shared.errors import FieldError
-
-if TYPE_CHECKING:
-    from services.intake.schemas import CaseSubmission
 
 CHINA_TZ = timezone(timedelta(hours=8))  # case numbers follow the county's calendar year
 MAX_TITLE = 100
@@ -119,49 +115,70 @@ def find_repeat(title: str, earlier: Iterable[EarlierCase], threshold: float) ->
 # --- a submission against its channel and the directory -----------------------------------------
 
 _CHANNEL_BLOCK = {"delegated": "delegation", "screening": "drive_id", "referral": "referral", "night_visit": "visit_id"}
+_KNOWN_CHANNELS = {"walk_in", "letter", "phone", "online", "delegated", "night_visit", "screening", "referral"}
 
 
-def check_submission(sub: CaseSubmission, d: Directory) -> list[FieldError]:
-    """Every rule a submission breaks that needs no database; empty when it passes."""
+def check_submission(data: dict, d: Directory) -> list[FieldError]:
+    """Every channel and directory rule a submission breaks; empty when it passes.
+
+    Works on the plain dict (a validated model's dump, or a raw body that failed shape checks),
+    so an answer names the unknown codes together with the malformed fields.
+    """
+    def text(value: object) -> str | None:
+        return value if isinstance(value, str) else None
+
     errors: list[FieldError] = []
-    for channel, field in _CHANNEL_BLOCK.items():
-        present = getattr(sub, field) is not None
-        if sub.channel == channel and not present:
-            errors.append(FieldError(field, f"required for channel {channel}"))
-        elif sub.channel != channel and present:
-            errors.append(FieldError(field, f"only for channel {channel}"))
-    if sub.channel in ("walk_in", "online", "delegated") and sub.resident.id_number is None:
-        errors.append(FieldError("resident.id_number", f"required for channel {sub.channel}"))
-    if sub.channel in ("online", "phone") and sub.resident.phone is None:
-        errors.append(FieldError("resident.phone", f"required for channel {sub.channel}"))
+    channel = data.get("channel")
+    resident = data.get("resident") if isinstance(data.get("resident"), dict) else {}
+    for block_channel, field in _CHANNEL_BLOCK.items():
+        present = data.get(field) is not None
+        if channel == block_channel and not present:
+            errors.append(FieldError(field, f"required for channel {block_channel}"))
+        elif channel != block_channel and present and channel in _KNOWN_CHANNELS:
+            errors.append(FieldError(field, f"only for channel {block_channel}"))
+    if channel in ("walk_in", "online", "delegated") and not resident.get("id_number"):
+        errors.append(FieldError("resident.id_number", f"required for channel {channel}"))
+    if channel in ("online", "phone") and not resident.get("phone"):
+        errors.append(FieldError("resident.phone", f"required for channel {channel}"))
 
-    township = d.townships.get(sub.township)
-    if township is None:
-        errors.append(code_error("township", sub.township, d.townships, "/api/v1/directory"))
-    if sub.village is not None:
-        village = d.villages.get(sub.village)
+    township_code = text(data.get("township"))
+    township = d.townships.get(township_code) if township_code else None
+    if township_code and township is None:
+        errors.append(code_error("township", township_code, d.townships, "/api/v1/directory"))
+    village_code = text(data.get("village"))
+    if village_code:
+        village = d.villages.get(village_code)
         if village is None or (township is not None and village[1].code != township.code):
             valid = {v.code: v for v in township.villages} if township else d.villages
-            errors.append(code_error("village", sub.village, valid, "/api/v1/directory",
-                                     what=f"village of {sub.township}" if township else "village"))
-    if sub.category is not None and sub.category not in d.categories:
-        errors.append(code_error("category", sub.category, d.categories, "/api/v1/directory"))
-    for i, unit in enumerate(sub.accused_units):
-        if unit not in d.units:
+            errors.append(code_error("village", village_code, valid, "/api/v1/directory",
+                                     what=f"village of {township_code}" if township else "village"))
+    category = text(data.get("category"))
+    if category and category not in d.categories:
+        errors.append(code_error("category", category, d.categories, "/api/v1/directory"))
+    accused = data.get("accused_units") if isinstance(data.get("accused_units"), list) else []
+    for i, unit in enumerate(accused):
+        if isinstance(unit, str) and unit not in d.units:
             errors.append(code_error(f"accused_units[{i}]", unit, d.units, "/api/v1/directory", what="unit"))
-    if sub.delegation is not None:
-        agent = d.agents.get(sub.delegation.agent_id)
-        if agent is None:
-            errors.append(code_error("delegation.agent_id", sub.delegation.agent_id, d.agents,
-                                     "/api/v1/directory/agents", what="agent"))
-        if sub.delegation.service_type not in d.service_types:
-            errors.append(code_error("delegation.service_type", sub.delegation.service_type, d.service_types,
+    delegation = data.get("delegation") if isinstance(data.get("delegation"), dict) else None
+    if delegation is not None:
+        agent_code, service_type = text(delegation.get("agent_id")), text(delegation.get("service_type"))
+        agent = d.agents.get(agent_code) if agent_code else None
+        if agent_code and agent is None:
+            errors.append(code_error("delegation.agent_id", agent_code, d.agents, "/api/v1/directory/agents",
+                                     what="agent"))
+        if service_type and service_type not in d.service_types:
+            errors.append(code_error("delegation.service_type", service_type, d.service_types,
                                      "/api/v1/directory", what="service type"))
-        elif agent is not None and sub.delegation.service_type not in agent[1].service_types:
-            errors.append(FieldError("delegation.service_type",
-                                     f"agency {agent[1].code} does not offer {sub.delegation.service_type!r}",
+        elif service_type and agent is not None and service_type not in agent[1].service_types:
+            errors.append(FieldError("delegation.service_type", f"agency {agent[1].code} does not offer {service_type!r}",
                                      valid=list(agent[1].service_types)))
     return errors
+
+
+def merge_errors(shape: list[FieldError], rules: list[FieldError]) -> list[FieldError]:
+    """Shape errors first; a rule error only for a field the shape check did not already name."""
+    named = {e.field for e in shape}
+    return shape + [e for e in rules if e.field not in named]
 
 
 def code_error(field: str, value: str, valid: dict, see: str, what: str | None = None) -> FieldError:

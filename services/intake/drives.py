@@ -105,9 +105,8 @@ def _row_errors(intake: Intake, data: dict) -> CaseSubmission | list[FieldError]
     try:
         sub = CaseSubmission.model_validate(data)
     except ValidationError as exc:
-        return pydantic_field_errors(exc.errors())
-    errors = domain.check_submission(sub, intake.directory)
-    return errors or sub
+        return domain.merge_errors(pydantic_field_errors(exc.errors()), domain.check_submission(data, intake.directory))
+    return domain.check_submission(sub.model_dump(), intake.directory) or sub
 
 
 def import_file(intake: Intake, drive_id: str, stream: BinaryIO, filename: str, actor: ev.Actor) -> ImportReport:

@@ -71,7 +71,7 @@ def actor_for(sub: CaseSubmission, staff_id: str | None) -> ev.Actor:
 
 def submit_case(intake: Intake, sub: CaseSubmission, actor: ev.Actor, idempotency_key: str | None) -> tuple[CaseAccepted, bool]:
     """Register one case. Returns the answer and whether it is a replay of an earlier submission."""
-    errors = domain.check_submission(sub, intake.directory)
+    errors = domain.check_submission(sub.model_dump(), intake.directory)
     if errors:
         raise InvalidInput(errors)
     draft = Draft(sub, actor, f"case:{idempotency_key}" if idempotency_key else None)

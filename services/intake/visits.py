@@ -25,7 +25,8 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
             name = e.field if e.field in ("township", "village") else f"problems[{i}].{e.field}"
             errors.append(FieldError(name, e.message, e.valid, e.see))
     if not submissions:
-        errors += [e for e in domain.check_submission(_submission(visit, None), d) if e.field in ("township", "village")]
+        errors += [e for e in domain.check_submission(_submission(visit, None), d)
+                   if e.field in ("township", "village")]
     if errors:
         raise InvalidInput(errors)
 
@@ -46,7 +47,7 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
             "visit_id": visit_id, "cadre_name": visit.cadre_name, "cadre_unit": visit.cadre_unit,
             "township": visit.township, "village": visit.village, "visited_on": visit.visited_on,
             "households_visited": visit.households_visited, "logged_at": now})
-        drafts = [Draft(s.model_copy(update={"visit_id": visit_id}), actor) for s in submissions]
+        drafts = [Draft(CaseSubmission.model_validate({**s, "visit_id": visit_id}), actor) for s in submissions]
         cases: list[CaseAccepted] = register(conn, intake, drafts) if drafts else []  # type: ignore[assignment]
         enqueue(conn, tables.outbox, [ev.NightVisitLogged(
             visit_id=visit_id, occurred_at=now, actor=actor, cadre_unit=visit.cadre_unit, township=visit.township,
@@ -59,12 +60,8 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
     return answer
 
 
-def _submission(visit: VisitLog, i: int | None) -> CaseSubmission:
+def _submission(visit: VisitLog, i: int | None) -> dict:
     """The case a problem becomes; ``visit_id`` is a placeholder until the visit is numbered."""
-    p = visit.problems[i] if i is not None else None
-    return CaseSubmission.model_construct(
-        channel="night_visit", resident=p.resident if p else None, title=p.title if p else "",
-        content=p.content if p else "", township=visit.township, village=visit.village,
-        category=p.category if p else None, people_count=p.people_count if p else 1,
-        accused_units=p.accused_units if p else [], escalated=False, backlog=False, delegation=None,
-        drive_id=None, referral=None, visit_id="pending")
+    problem = visit.problems[i].model_dump() if i is not None else {"title": "", "content": ""}
+    return {**problem, "channel": "night_visit", "township": visit.township, "village": visit.village,
+            "visit_id": "pending"}
