@@ -97,8 +97,12 @@ def run_service(service: str, settings: Settings) -> None:
 
     setup_logging(service, settings.log_level)
     app = app_factory(service)(settings)
-    uvicorn.run(app, host=settings.http_host, port=settings.port(service), log_config=None,
-                timeout_graceful_shutdown=15)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.http_host, port=settings.port(service),
+                                           log_config=None, timeout_graceful_shutdown=15))
+    # uvicorn drains, then re-raises the signal it caught; after a graceful stop that means exit 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    server.run()
 
 
 def up(settings: Settings) -> int:

@@ -70,6 +70,7 @@ class Bus:
         self.js: JetStreamContext | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -110,7 +111,8 @@ class Bus:
         self._notify()
 
     async def _disconnected(self) -> None:
-        log.warning("disconnected from NATS")
+        if not self._closing:
+            log.warning("disconnected from NATS")
 
     async def _error(self, exc: Exception) -> None:
         log.debug("NATS client error", extra={"fields": {"error": repr(exc)}})
@@ -125,6 +127,7 @@ class Bus:
         await self.js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id}, timeout=PUBLISH_TIMEOUT_S)
 
     async def close(self) -> None:
+        self._closing = True
         if self._task is not None and not self._task.done():
             self._task.cancel()
         if self.nc is not None and not self.nc.is_closed:

@@ -109,3 +109,31 @@ def case_body(channel: str = "walk_in", n: int = 1, **overrides) -> dict:
     body.update(CHANNEL_EXTRAS.get(channel, {}))
     body.update(overrides)
     return body
+
+
+def start_service(service: str, port: int, env: dict, log_dir) -> "subprocess.Popen":  # noqa: ANN001, F821
+    """``xinfang run SERVICE`` as its own process, as a replica runs in production; waits until healthy."""
+    import os
+    import subprocess
+    import sys
+
+    from services.runtime import wait_healthy
+
+    log = open(log_dir / f"{service}-{port}.log", "wb")  # noqa: SIM115 - the child owns it
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", service, "--port", str(port)],
+                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    wait_healthy(f"http://127.0.0.1:{port}", proc)
+    return proc
+
+
+def stop_process(proc) -> int:  # noqa: ANN001
+    import signal
+    import subprocess
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
