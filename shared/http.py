@@ -71,10 +71,10 @@ class RequestGuard:
     Runs before FastAPI parses anything, so an oversized or mistyped body is refused unread.
     """
 
-    def __init__(self, app, metrics: ServiceMetrics, max_body: int, max_upload: int,  # noqa: ANN001
-                 upload_suffixes: tuple[str, ...] = ()) -> None:
-        self.app, self.metrics = app, metrics
-        self.max_body, self.max_upload, self.upload_suffixes = max_body, max_upload, upload_suffixes
+    def __init__(self, app, metrics: ServiceMetrics, max_body: int,  # noqa: ANN001
+                 large_bodies: dict[str, tuple[int, str]] | None = None) -> None:
+        self.app, self.metrics, self.max_body = app, metrics, max_body
+        self.large_bodies = large_bodies or {}
 
     async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
         if scope["type"] != "http":
@@ -135,8 +135,15 @@ class RequestGuard:
             return {"type": "http.request", "body": body, "more_body": False}
         return replay, None
 
+    def _rule(self, scope) -> tuple[int, str]:  # noqa: ANN001
+        """(byte limit, content type) of the route: JSON under max_body unless it is a large-body route."""
+        for suffix, rule in self.large_bodies.items():
+            if scope["path"].endswith(suffix):
+                return rule
+        return self.max_body, "application/json"
+
     def _limit(self, scope) -> int:  # noqa: ANN001
-        return self.max_upload if scope["path"].endswith(self.upload_suffixes) and self.upload_suffixes else self.max_body
+        return self._rule(scope)[0]
 
     def _refusal(self, scope):  # noqa: ANN001, ANN202
         if not self._has_body(scope):
@@ -146,8 +153,7 @@ class RequestGuard:
         if length is not None and length.isdigit() and int(length) > limit:
             return _too_large(limit)
         ctype = (self._header(scope, "content-type") or "").split(";")[0].strip().lower()
-        is_upload = bool(self.upload_suffixes) and scope["path"].endswith(self.upload_suffixes)
-        wanted = "multipart/form-data" if is_upload else "application/json"
+        wanted = self._rule(scope)[1]
         if ctype != wanted:
             return JSONResponse(error_body("unsupported_media_type", f"send {wanted}",
                                            [FieldError("content-type", f"expected {wanted}, got {ctype or 'none'}")]),
@@ -162,12 +168,13 @@ def _too_large(limit: int) -> JSONResponse:
 
 
 def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[], Awaitable[dict[str, bool]]],
-                   *, max_body: int, max_upload: int, upload_suffixes: tuple[str, ...] = (),
+                   *, max_body: int, large_bodies: dict[str, tuple[int, str]] | None = None,
                    body_rules: BodyRules | None = None) -> None:
+    """``large_bodies``: path suffix → (byte limit, content type) for routes that take more than
+    ``max_body`` bytes of JSON (uploads, import chunks)."""
     install_error_handlers(app, body_rules)
 
-    app.add_middleware(RequestGuard, metrics=metrics, max_body=max_body, max_upload=max_upload,
-                       upload_suffixes=upload_suffixes)
+    app.add_middleware(RequestGuard, metrics=metrics, max_body=max_body, large_bodies=large_bodies)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict:

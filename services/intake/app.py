@@ -63,8 +63,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     def body_rules(route: str, body: object) -> list:
         return domain.check_submission(body, directory) if route == "/api/v1/cases" else []
 
-    install_common(app, metrics, readiness, max_body=settings.max_body_bytes,
-                   max_upload=settings.max_upload_bytes, upload_suffixes=("/import",), body_rules=body_rules)
+    install_common(app, metrics, readiness, max_body=settings.max_body_bytes, body_rules=body_rules,
+                   large_bodies={"/import": (settings.max_upload_bytes, "multipart/form-data"),
+                                 "/rows": (settings.max_upload_bytes, "application/json")})
     app.include_router(api.build_router(intake))
     return app
 

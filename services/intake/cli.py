@@ -66,8 +66,8 @@ def count_rows(path: Path) -> int | None:
     if path.suffix.lower() == ".xlsx":
         from openpyxl import load_workbook
         wb = load_workbook(path, read_only=True)
-        try:
-            return max((wb.worksheets[0].max_row or 1) - 1, 0)
+        try:  # counted, not read from the sheet's dimension tag, which writers often omit
+            return max(sum(1 for _ in wb.worksheets[0].iter_rows(values_only=True)) - 1, 0)
         finally:
             wb.close()
     return None

@@ -1,0 +1,72 @@
+"""`xinfang import`: a 10,000-row XLSX drive import, sent in chunks, with a row-level error report."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from openpyxl import Workbook
+
+from services.runtime import NatsServer
+from shared.db import make_engine
+from tests.helpers import free_port, outbox_pending, resident_id, start_service, stop_process, table_counts, wait_until
+
+HEADER = ["name", "id_number", "phone", "township", "village", "category", "title", "content", "people_count"]
+BAD_ROWS = {  # spreadsheet row → (column, value): each breaks one rule
+    101: ("id_number", "331082198001010019"),
+    2002: ("township", "atlantis"),
+    5003: ("phone", "12345"),
+    7004: ("title", ""),
+    9999: ("category", "ufo"),
+}
+
+
+def write_drive_file(path: Path, rows: int) -> None:
+    wb = Workbook(write_only=True)
+    ws = wb.create_sheet("disputes")
+    ws.append(HEADER)
+    for row_no in range(2, rows + 2):
+        values = dict(zip(HEADER, [f"村民{row_no}", resident_id(row_no, born=f"19{50 + row_no % 40}0101"),
+                                   "13700000000", "nanhe", "nanhe-hekou", "neighbor_dispute",
+                                   f"宅基地界址纠纷{row_no}号", "两户因宅基地界址发生争执", 1 + row_no % 7]))
+        if row_no in BAD_ROWS:
+            column, value = BAD_ROWS[row_no]
+            values[column] = value
+        ws.append([values[h] for h in HEADER])
+    wb.save(path)
+
+
+def test_a_10000_row_xlsx_imports_in_chunks_and_reports_the_bad_rows(
+        tmp_path: Path, nats_server: NatsServer, db_url: str) -> None:
+    file = tmp_path / "国庆排查.xlsx"
+    write_drive_file(file, 10_000)
+    port = free_port()
+    env = {"XF_NATS_URL": nats_server.url, "XF_INTAKE_DB_URL": db_url, "XF_DATA_DIR": str(tmp_path / "var"),
+           "XF_LOG_LEVEL": "WARNING", "XF_INTAKE_PORT": str(port)}
+    intake = start_service("intake", port, env, tmp_path)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        drive = httpx.post(f"{base}/api/v1/drives", json={"kind": "special", "name": "国庆节前专项排查",
+                                                          "starts_on": "2026-09-15", "ends_on": "2026-09-30"}).json()
+        run = subprocess.run([sys.executable, "-m", "services.cli", "import", str(file), "--drive", drive["drive_id"],
+                              "--url", base], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 1, run.stderr  # 1: done, with refused rows
+        assert "9995 cases created" in run.stdout and "5 rows refused" in run.stdout
+        assert "import 国庆排查.xlsx" in run.stderr and "10000/10000" in run.stderr  # the progress bar
+
+        report = list(csv.DictReader((tmp_path / "国庆排查.xlsx.errors.csv").open(encoding="utf-8-sig")))
+        assert {(int(r["row"]), r["field"]) for r in report} == {(row, col) for row, (col, _) in BAD_ROWS.items()}
+
+        assert httpx.get(f"{base}/api/v1/drives/{drive['drive_id']}").json()["cases"] == 9995
+        engine = make_engine(db_url)
+        wait_until(lambda: outbox_pending(engine) == 0, timeout=120, what="10,000 events to be published")
+        before = table_counts(engine)
+        again = subprocess.run([sys.executable, "-m", "services.cli", "import", str(file), "--drive",
+                                drive["drive_id"], "--url", base], capture_output=True, text=True, timeout=600)
+        assert "0 cases created, 9995 rows already imported" in again.stdout
+        assert table_counts(engine) == before
+        engine.dispose()
+    finally:
+        assert stop_process(intake) == 0
