@@ -1,0 +1,68 @@
+"""`xinfang up` on a fresh data folder: embedded NATS, migrations, intake; a POST's event arrives once;
+Ctrl-C stops everything cleanly."""
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import httpx
+import nats
+
+from shared.db import make_engine
+from tests.helpers import case_body, free_port, outbox_pending, read_subject, wait_until
+
+
+def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    nats_port, intake_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("XF_")}
+    env.update({"XF_DATA_DIR": str(tmp_path / "var"), "XF_EMBEDDED_NATS_PORT": str(nats_port),
+                "XF_EMBEDDED_NATS_MONITOR_PORT": str(free_port()), "XF_INTAKE_PORT": str(intake_port),
+                "XF_LOG_LEVEL": "WARNING"})
+    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    output = []
+    try:
+        while "Ctrl-C stops everything." not in "".join(output):
+            output.append(lines.get(timeout=60))
+        printed = "".join(output)
+        assert f"nats://127.0.0.1:{nats_port}" in printed and f"http://127.0.0.1:{intake_port}" in printed
+        assert (tmp_path / "var" / "intake.db").exists() and (tmp_path / "var" / "nats").is_dir()
+
+        engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'intake.db'}")
+
+        async def post_and_listen() -> tuple[dict, list]:
+            """A JetStream subscriber, as a consumer of cases.received is; it counts what it gets."""
+            nc = await nats.connect(f"nats://127.0.0.1:{nats_port}")
+            got: asyncio.Queue = asyncio.Queue()
+            await nc.jetstream().subscribe("cases.received", cb=got.put, ordered_consumer=True)
+            async with httpx.AsyncClient() as client:
+                answer = await client.post(f"http://127.0.0.1:{intake_port}/api/v1/cases", json=case_body())
+            assert answer.status_code == 201, answer.text
+            received = [await asyncio.wait_for(got.get(), timeout=10)]
+            await asyncio.to_thread(wait_until, lambda: outbox_pending(engine) == 0, 15.0, "the outbox to drain")
+            await nc.flush()
+            while not got.empty():
+                received.append(got.get_nowait())
+            await nc.close()
+            return answer.json(), received
+
+        accepted, received = asyncio.run(post_and_listen())
+        engine.dispose()
+        assert len(received) == 1 and received[0].headers["Nats-Msg-Id"]
+        stored = read_subject(f"nats://127.0.0.1:{nats_port}", "cases.received")
+        assert [e.case_id for _, e in stored] == [accepted["case_number"]]  # exactly once in the stream
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    while not lines.empty():
+        output.append(lines.get())
+    assert code == 0
+    assert "xinfang stopped." in "".join(output)
