@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     imp.add_argument("--chunk", type=int, default=500, help="rows per request (default 500)")
     imp.add_argument("--errors", type=Path, help="where to write the bad rows (default FILE.errors.csv)")
 
+    tail = sub.add_parser("tail", help="print the events on a subject as they arrive (e.g. cases.received)")
+    tail.add_argument("subject", nargs="?", default="cases.>")
+    tail.add_argument("--all", action="store_true", help="replay the stream from its start first")
+
     api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
     api.add_argument("service", choices=SERVICES)
 
@@ -58,10 +62,30 @@ def main(argv: list[str] | None = None) -> int:
         token = args.token or (settings.clerk_token.get_secret_value() if settings.clerk_token else None)
         return import_file(args.file, args.drive, args.url or settings.base_url("intake"), token, args.chunk,
                            args.errors or args.file.with_name(args.file.name + ".errors.csv"))
+    if args.command == "tail":
+        import asyncio
+        try:
+            asyncio.run(tail_events(settings.effective_nats_url, settings.stream_name, args.subject, args.all))
+        except KeyboardInterrupt:
+            pass
+        return 0
     if args.command == "openapi":
         print(json.dumps(runtime.app_factory(args.service)(settings).openapi(), ensure_ascii=False, indent=2))
         return 0
     return 2
+
+
+async def tail_events(url: str, stream: str, subject: str, replay: bool) -> None:
+    """An ordered JetStream consumer: every stored event once, in order, new ones as they come."""
+    import nats
+    from nats.js.api import DeliverPolicy
+
+    nc = await nats.connect(url)
+    sub = await nc.jetstream().subscribe(subject, stream=stream, ordered_consumer=True,
+                                         deliver_policy=DeliverPolicy.ALL if replay else DeliverPolicy.NEW)
+    print(f"listening on {subject} at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    async for msg in sub.messages:
+        print(f"{msg.subject} {msg.data.decode()}", flush=True)
 
 
 if __name__ == "__main__":
