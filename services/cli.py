@@ -41,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings()
     from services import runtime
+    from shared.directory import ConfigError, load_directory
 
+    if args.command in ("up", "run"):
+        try:  # a bad directory stops start-up with the file, line and field, not a traceback
+            load_directory(settings.config_dir)
+        except ConfigError as exc:
+            print(f"bad configuration: {exc}", file=sys.stderr)
+            return 2
     if args.command == "up":
         return runtime.up(settings)
     if args.command == "run":

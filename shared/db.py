@@ -9,12 +9,11 @@ import contextlib
 import fcntl
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from datetime import datetime, timezone
-
 from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, TypeDecorator, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 

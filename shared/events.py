@@ -7,6 +7,7 @@ consumer can decode any message with :func:`decode`. A change that breaks a payl
 """
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import date, datetime, timezone
 from typing import Annotated, ClassVar, Literal
@@ -340,8 +341,6 @@ def encode(event: Event) -> bytes:
 
 
 def decode(data: bytes) -> Event:
-    import json
-
     try:
         raw = json.loads(data)
     except ValueError as exc:

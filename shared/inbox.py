@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import Column, Connection, MetaData, String, Table
-
 from sqlalchemy.dialects import postgresql, sqlite
 
 from shared.db import UtcDateTime

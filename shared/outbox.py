@@ -15,8 +15,23 @@ import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import (BigInteger, Column, Engine, Float, Index, Integer, LargeBinary,
-                        MetaData, String, Table, bindparam, delete, func, select, update)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    delete,
+    func,
+    select,
+    update,
+)
 
 from shared.db import UtcDateTime
 from shared.events import Event, encode

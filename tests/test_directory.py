@@ -69,3 +69,16 @@ def test_a_missing_file_is_named(tmp_path: Path) -> None:
     (config / "leaders.yaml").unlink()
     with pytest.raises(ConfigError, match="leaders.yaml: missing"):
         load_directory(config)
+
+
+def test_a_service_does_not_start_on_a_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    from services.cli import main
+
+    config = _copy(tmp_path)
+    path = config / "agents.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("township: xishan", "township: atlantis", 1),
+                    encoding="utf-8")
+    monkeypatch.setenv("XF_CONFIG_DIR", str(config))
+    assert main(["run", "intake"]) == 2
+    assert "agents.yaml:" in capsys.readouterr().err

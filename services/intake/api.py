@@ -6,8 +6,20 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request, Response, UploadFile, status
 
 from services.intake import drives, service, visits
-from services.intake.schemas import (Acknowledged, CaseAccepted, CaseSubmission, CaseView, DriveIn, DriveView,
-                                     FeedbackIn, ImportChunk, ImportReport, ReviewIn, VisitLog, VisitLogged)
+from services.intake.schemas import (
+    Acknowledged,
+    CaseAccepted,
+    CaseSubmission,
+    CaseView,
+    DriveIn,
+    DriveView,
+    FeedbackIn,
+    ImportChunk,
+    ImportReport,
+    ReviewIn,
+    VisitLog,
+    VisitLogged,
+)
 from services.intake.service import Intake
 from shared import events as ev
 from shared.http import require_role

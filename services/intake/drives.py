@@ -76,17 +76,17 @@ def import_rows(intake: Intake, drive_id: str, source: str, rows: Iterable[tuple
     drafts: list[tuple[int, Draft]] = []
     for row_no, values in rows:
         report.rows += 1
-        errors = _row_errors(intake, importer.to_submission(values, drive_id))
-        if isinstance(errors, CaseSubmission):
-            drafts.append((row_no, Draft(errors, actor, f"import:{drive_id}:{source}:{row_no}")))
+        checked = _checked(intake, importer.to_submission(values, drive_id))
+        if isinstance(checked, CaseSubmission):
+            drafts.append((row_no, Draft(checked, actor, f"import:{drive_id}:{source}:{row_no}")))
         else:
-            report.errors += [RowError(row=row_no, field=importer.column_of(e.field), message=e.message) for e in errors]
+            report.errors += _row_errors(row_no, checked)
     if drafts:
         with intake.uow.begin() as conn:
             results = register(conn, intake, [d for _, d in drafts])
         for (row_no, _), result in zip(drafts, results):
             if isinstance(result, list):
-                report.errors += [RowError(row=row_no, field=importer.column_of(e.field), message=e.message) for e in result]
+                report.errors += _row_errors(row_no, result)
             elif isinstance(result, Conflict):
                 report.errors.append(RowError(row=row_no, field="row", message=result.message))
             elif isinstance(result, Replayed):
@@ -101,7 +101,12 @@ def import_rows(intake: Intake, drive_id: str, source: str, rows: Iterable[tuple
     return report
 
 
-def _row_errors(intake: Intake, data: dict) -> CaseSubmission | list[FieldError]:
+def _row_errors(row_no: int, errors: list[FieldError]) -> list[RowError]:
+    return [RowError(row=row_no, field=importer.column_of(e.field), message=e.message) for e in errors]
+
+
+def _checked(intake: Intake, data: dict) -> CaseSubmission | list[FieldError]:
+    """The row as a submission that passes every check, or everything wrong with it."""
     try:
         sub = CaseSubmission.model_validate(data)
     except ValidationError as exc:

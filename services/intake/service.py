@@ -7,16 +7,25 @@ across replicas (a rollback returns the number).
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from prometheus_client import Counter
 from pydantic import BaseModel
 from sqlalchemy import Connection, select, update
 
 from services.intake import domain, tables
-from services.intake.schemas import (Acknowledged, CaseAccepted, CaseSubmission, CaseView, DriveIn, DriveView,
-                                     FeedbackIn, Flags, ReviewIn)
+from services.intake.schemas import (
+    Acknowledged,
+    CaseAccepted,
+    CaseSubmission,
+    CaseView,
+    FeedbackIn,
+    Flags,
+    ReviewIn,
+)
 from shared import events as ev
 from shared.clock import Clock
 from shared.db import UnitOfWork, insert_ignore
@@ -30,7 +39,6 @@ from shared.settings import Settings
 class IntakeMetrics(ServiceMetrics):
     def __init__(self) -> None:
         super().__init__("intake")
-        from prometheus_client import Counter
         self.cases_received = Counter("xf_intake_cases_received_total", "Cases accepted, by channel",
                                       ["channel"], registry=self.registry)
         self.import_rows = Counter("xf_intake_import_rows_total", "Bulk-import rows, by outcome",
@@ -270,7 +278,6 @@ def get_case(intake: Intake, number: str) -> CaseView:
 # --- the resident's follow-ups, by case number + query code -------------------------------------
 
 def _resident_case(conn: Connection, number: str, query_code: str) -> None:
-    import hmac
     code = conn.execute(select(tables.cases.c.query_code).where(tables.cases.c.number == number)).scalar()
     # One answer for "no such case" and "wrong code", so codes cannot be probed case by case.
     if code is None or not hmac.compare_digest(code.encode(), query_code.upper().encode()):

@@ -1,8 +1,7 @@
 """Intake's tables. The full resident ID number lives here and nowhere else in the system."""
 from __future__ import annotations
 
-from sqlalchemy import (JSON, BigInteger, Boolean, Column, Date, Index, Integer, MetaData, String,
-                        Table, Text)
+from sqlalchemy import JSON, BigInteger, Boolean, Column, Date, Index, Integer, MetaData, String, Table, Text
 
 from shared.db import UtcDateTime
 from shared.outbox import outbox_table

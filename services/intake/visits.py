@@ -1,13 +1,14 @@
 """驻村夜访: a cadre logs a night visit; each problem collected becomes a case (channel night_visit)."""
 from __future__ import annotations
 
+from sqlalchemy import select
+
 from services.intake import domain, tables
 from services.intake.schemas import CaseAccepted, CaseSubmission, VisitLog, VisitLogged
 from services.intake.service import Draft, Intake, allocate, register, request_hash
 from shared import events as ev
 from shared.errors import Conflict, FieldError, InvalidInput
 from shared.outbox import enqueue
-from sqlalchemy import select
 
 
 def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency_key: str | None) -> VisitLogged:

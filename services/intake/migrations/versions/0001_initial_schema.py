@@ -7,11 +7,10 @@ Create Date: 2026-11-28 12:17:04.269982
 """
 from typing import Sequence, Union
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from shared.db import UtcDateTime
-
 
 # revision identifiers, used by Alembic.
 revision: str = '0001'
