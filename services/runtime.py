@@ -133,7 +133,11 @@ def up(settings: Settings) -> int:
             migrate(service, settings.db_url(service))
             children[service] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", service], env=env)
         for service in APPS:
-            wait_healthy(settings.base_url(service), children[service])
+            try:
+                wait_healthy(settings.base_url(service), children[service])
+            except RuntimeError as exc:
+                print(f"{service} did not start: {exc}", file=sys.stderr)
+                return 1
         print("xinfang is up:")
         print(f"  NATS         {settings.effective_nats_url}" +
               (f"  (monitoring http://127.0.0.1:{settings.embedded_nats_monitor_port})" if nats_server else ""))

@@ -47,7 +47,6 @@ class Settings(BaseSettings):
 
     # Bearer tokens per role. Unset means the role is open (embedded/dev run; a warning is logged).
     clerk_token: SecretStr | None = None
-    ops_token: SecretStr | None = None
 
     # Key of the keyed hash of resident ID numbers (HMAC-SHA256). Must be set in production.
     id_hash_key: SecretStr = SecretStr("xinfang-dev-key-change-me")

@@ -157,3 +157,22 @@ def test_the_resident_gives_feedback_and_asks_for_review_with_the_query_code(int
     assert isinstance(feedback, PetitionerFeedback) and not feedback.satisfied
     assert [e.level for _, e in reviews] == ["review", "re_review"]
     assert all(isinstance(e, ReviewRequested) and e.case_id == number for _, e in reviews)
+
+
+def test_repeats_count_only_within_the_window_and_numbers_restart_each_year(settings: Settings) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from services.intake.app import create_app
+    from shared.clock import ManualClock
+
+    clock = ManualClock(datetime(2026, 6, 1, 2, 0, tzinfo=timezone.utc))
+    with TestClient(create_app(settings, clock=clock)) as client:
+        first = client.post("/api/v1/cases", json=case_body(n=5)).json()
+        clock.advance(timedelta(days=settings.repeat_window_days - 1))
+        inside = client.post("/api/v1/cases", json=case_body(n=5)).json()
+        clock.advance(timedelta(days=settings.repeat_window_days + 1))
+        outside = client.post("/api/v1/cases", json=case_body(n=5)).json()
+    assert inside["repeat_of"] == first["case_number"]
+    assert outside["repeat_of"] is None
+    assert [first["case_number"], inside["case_number"], outside["case_number"]] == [
+        "QS-2026-000001", "QS-2026-000002", "QS-2027-000001"]
