@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
     tail.add_argument("subject", nargs="?", default="cases.>")
     tail.add_argument("--all", action="store_true", help="replay the stream from its start first")
 
+    from services.units import cli as unit_cli
+    unit_cli.add_parser(sub)
+
     api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
     api.add_argument("service", choices=SERVICES)
 
@@ -76,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         return 0
+    if args.command == "unit":
+        return unit_cli.run(args, settings.effective_nats_url, settings.stream_name)
     if args.command == "openapi":
         print(json.dumps(runtime.app_factory(args.service)(settings).openapi(), ensure_ascii=False, indent=2))
         return 0

@@ -156,7 +156,8 @@ def run_alembic_env(target_metadata: MetaData) -> None:
     if conn is None:  # the alembic command line: connect to sqlalchemy.url
         engine = make_engine(context.config.get_main_option("sqlalchemy.url"))
         with engine.connect() as conn:
-            context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+            context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True,
+                              render_item=_render_item)
             with context.begin_transaction():
                 context.run_migrations()
         return
@@ -164,3 +165,11 @@ def run_alembic_env(target_metadata: MetaData) -> None:
                       render_as_batch=conn.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
+
+
+def _render_item(type_: str, obj: object, autogen_context) -> str | bool:  # noqa: ANN001
+    """Autogenerate writes our column type as itself, importable, not as its implementation."""
+    if type_ == "type" and isinstance(obj, UtcDateTime):
+        autogen_context.imports.add("from shared.db import UtcDateTime")
+        return "UtcDateTime()"
+    return False

@@ -7,11 +7,12 @@ start with the file, line and field.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -111,29 +112,44 @@ class Directory:
         return self.agents[agent_code][1]
 
 
-def load_directory(config_dir: Path | str) -> Directory:
-    config_dir = Path(config_dir)
-    docs: dict[str, tuple[Any, yaml.Node | None, Path]] = {}
-    for key, name in FILES.items():
-        path = config_dir / name
+@dataclass(frozen=True)
+class ConfigDoc:
+    """A YAML file with its node tree, so any error can name the line."""
+
+    path: Path
+    data: Any
+    node: yaml.Node | None
+
+    @classmethod
+    def read(cls, path: Path, needed_by: str = "") -> ConfigDoc:
         try:
             text = path.read_text(encoding="utf-8")
-            docs[key] = (yaml.safe_load(text), yaml.compose(text), path)
+            return cls(path, yaml.safe_load(text), yaml.compose(text))
         except FileNotFoundError:
-            raise ConfigError(f"{path}: missing (the directory needs {', '.join(FILES.values())})") from None
+            raise ConfigError(f"{path}: missing{needed_by}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
 
-    def parse(key: str, model: Any, top: str | None = None) -> Any:
-        data, node, path = docs[key]
-        value = (data or {}).get(top) if top and isinstance(data, dict) else data
+    def parse(self, model: Any, top: str | None = None) -> Any:
+        """Validate the file (or its ``top`` key) as ``model``; a ConfigError names file, line and field."""
+        value = (self.data or {}).get(top) if top and isinstance(self.data, dict) else self.data
         try:
-            from pydantic import TypeAdapter
             return TypeAdapter(model).validate_python(value if value is not None else ([] if top else {}))
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ((top,) if top else ()) + tuple(err["loc"])
-            raise ConfigError(f"{path}:{_line(node, loc)}: {_dotted(loc)}: {err['msg']}") from None
+            self.fail(((top,) if top else ()) + tuple(err["loc"]), err["msg"])
+
+    def fail(self, loc: tuple, message: str) -> NoReturn:
+        raise ConfigError(f"{self.path}:{yaml_line(self.node, loc)}: {dotted(loc)}: {message}")
+
+
+def load_directory(config_dir: Path | str) -> Directory:
+    config_dir = Path(config_dir)
+    needed = f" (the directory needs {', '.join(FILES.values())})"
+    docs = {key: ConfigDoc.read(config_dir / name, needed) for key, name in FILES.items()}
+
+    def parse(key: str, model: Any, top: str | None = None) -> Any:
+        return docs[key].parse(model, top)
 
     county = parse("county", County)
     townships = parse("townships", list[Unit], "townships")
@@ -151,8 +167,7 @@ def _check_references(d: Directory, docs: dict, township_list: list[Unit], depar
                       category_list: list[Category], agency_list: list[Agency]) -> None:
     """Codes unique and every reference known. Works on the parsed lists, before dicts hide duplicates."""
     def fail(key: str, loc: tuple, message: str) -> None:
-        _data, node, path = docs[key]
-        raise ConfigError(f"{path}:{_line(node, loc)}: {_dotted(loc)}: {message}")
+        docs[key].fail(loc, message)
 
     def unique(key: str, top: str, codes: list[str], what: str) -> None:
         seen: set[str] = set()
@@ -198,14 +213,14 @@ def _check_references(d: Directory, docs: dict, township_list: list[Unit], depar
         fail("agents", ("agencies",), f"agent code {dup!r} appears twice")
 
 
-def _dotted(loc: tuple) -> str:
+def dotted(loc: tuple) -> str:
     out = ""
     for p in loc:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out
 
 
-def _line(node: yaml.Node | None, loc: tuple) -> int:
+def yaml_line(node: yaml.Node | None, loc: tuple) -> int:
     """The 1-based line of the deepest node of ``loc`` that exists in the YAML tree."""
     line = 1
     for part in loc:

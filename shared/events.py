@@ -156,6 +156,40 @@ class NightVisitLogged(Event):
     case_ids: list[str]
 
 
+class CaseBrief(BaseModel):
+    """The case as the unit handling it receives it (DESIGN §9): what it needs, the ID number masked."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    title: str
+    content: str
+    channel: Channel
+    received_at: AwareDatetime
+    township: Code
+    village: Code | None = None
+    people_count: int = 1
+    resident_name: str
+    resident_masked_id: str | None = None
+    resident_phone: str | None = None
+    collective: bool = False
+    escalated: bool = False
+    backlog: bool = False
+    repeat_of: str | None = None
+    special_period: bool = False
+    service_type: Code | None = None  # a delegated case: the agent's promised time limit follows it
+    referral_doc_no: str | None = None
+
+    @classmethod
+    def of(cls, case: CaseReceived) -> CaseBrief:
+        r = case.resident
+        return cls(title=case.title, content=case.content, channel=case.channel, received_at=case.occurred_at,
+                   township=case.township, village=case.village, people_count=case.people_count,
+                   resident_name=r.name, resident_masked_id=r.masked_id, resident_phone=r.phone,
+                   collective=case.collective, escalated=case.escalated, backlog=case.backlog,
+                   repeat_of=case.repeat_of, special_period=case.special_period,
+                   service_type=case.delegation.service_type if case.delegation else None,
+                   referral_doc_no=case.referral.doc_no if case.referral else None)
+
+
 # --- routing ------------------------------------------------------------------------------------
 
 class CaseAssigned(UnitCaseEvent):
@@ -164,9 +198,10 @@ class CaseAssigned(UnitCaseEvent):
     subject_template: ClassVar[str] = subjects.ASSIGNED
     type: Literal["CaseAssigned"] = "CaseAssigned"
     role: Literal["lead", "co"]
-    rule_id: str | None = None
+    case: CaseBrief
+    rule_id: str | None = None  # the routing rule that fired, "repeat", or "triage"
     category: Code | None = None
-    category_suggested: bool = False
+    category_suggested: bool = False  # the classifier chose the category (with ``confidence``)
     confidence: float | None = None
     note: str = ""
 
@@ -176,7 +211,8 @@ class CaseNeedsTriage(CaseEvent):
 
     subject_template: ClassVar[str] = subjects.TRIAGE
     type: Literal["CaseNeedsTriage"] = "CaseNeedsTriage"
-    reason: str
+    reason: Literal["category_unclear", "no_rule", "returned_twice"]
+    detail: str = ""
     returned_by: list[Code] = []
     suggested_category: Code | None = None
     confidence: float | None = None

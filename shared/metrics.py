@@ -25,5 +25,10 @@ class ServiceMetrics:
                                         registry=r)
         self.outbox_publish_errors = Counter("xf_outbox_publish_errors_total",
                                              "Outbox publishes that failed and will be retried", registry=r)
+        self.consumed = Counter("xf_consumed_events_total",
+                                "Events taken from the stream, by consumer and outcome "
+                                "(applied, duplicate, retried)", ["consumer", "outcome"], registry=r)
+        self.dead_letters = Counter("xf_dead_letters_total", "Messages moved to the dead-letter subject, by kind "
+                                    "(undecodable, rejected, failed)", ["consumer", "kind"], registry=r)
         self.nats_connected = Gauge("xf_nats_connected", "1 while the service's NATS connection is up",
                                     registry=r)

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
 
     # Bearer tokens per role. Unset means the role is open (embedded/dev run; a warning is logged).
     clerk_token: SecretStr | None = None
+    supervisor_token: SecretStr | None = None  # the supervision office: triage decisions, extensions
 
     # Key of the keyed hash of resident ID numbers (HMAC-SHA256). Must be set in production.
     id_hash_key: SecretStr = SecretStr("xinfang-dev-key-change-me")
@@ -63,6 +64,11 @@ class Settings(BaseSettings):
     relay_poll_s: float = 0.5
     relay_lease_s: float = 30.0
     outbox_retention_days: int = 30
+
+    # Durable consumers: a message unacknowledged this long goes to another replica; a message that
+    # failed this many times goes to the dead-letter subject.
+    consumer_ack_wait_s: float = 30.0
+    consumer_max_deliver: int = 5
 
     log_level: str = "INFO"
 

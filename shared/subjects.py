@@ -38,6 +38,10 @@ DEAD_LETTER_STREAM = "DEADLETTER"
 DEAD_LETTER_SUBJECTS = ["deadletter.>"]
 
 
+# Core NATS request-reply (not stored): a unit asks routing whether a case is assigned to it.
+ASSIGNMENT_QUERY = "routing.assignment.{unit}"
+
+
 def for_unit(unit: str) -> str:
     """What a unit subscribes to: every event about its own cases."""
     return f"cases.*.{unit}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,25 +30,41 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
 
 
 @pytest.fixture(params=DATABASES)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path}/intake.db"
-        return
-    schema = f"xf_test_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in POSTGRES_URL else "?"
-    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str], str]]:
+    """service → database URL: a SQLite file each, or a fresh PostgreSQL schema each."""
+    urls: dict[str, str] = {}
+    admin = make_engine(POSTGRES_URL) if request.param == "postgres" else None
+
+    def url_for(service: str) -> str:
+        if service not in urls:
+            if admin is None:
+                urls[service] = f"sqlite:///{tmp_path}/{service}.db"
+            else:
+                schema = f"xf_test_{uuid.uuid4().hex[:12]}_{service}"
+                with admin.begin() as conn:
+                    conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+                sep = "&" if "?" in POSTGRES_URL else "?"
+                urls[service] = f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+        return urls[service]
+
+    yield url_for
+    if admin is not None:
+        with admin.begin() as conn:
+            for url in urls.values():
+                conn.execute(text(f'DROP SCHEMA "{url.rsplit("%3D", 1)[1]}" CASCADE'))
+        admin.dispose()
 
 
 @pytest.fixture
-def settings(tmp_path: Path, nats_server: NatsServer, db_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "var", nats_url=nats_server.url, intake_db_url=db_url,
-                    relay_poll_s=0.1, clerk_token=None, log_level="WARNING")
+def db_url(database: Callable[[str], str]) -> str:
+    """intake's database."""
+    return database("intake")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, nats_server: NatsServer, database: Callable[[str], str]) -> Settings:
+    return Settings(data_dir=tmp_path / "var", nats_url=nats_server.url, intake_db_url=database("intake"),
+                    routing_db_url=database("routing"), relay_poll_s=0.1, clerk_token=None, log_level="WARNING")
 
 
 @pytest.fixture
@@ -62,5 +78,21 @@ def intake(settings: Settings) -> Iterator[TestClient]:
 def intake_db(settings: Settings, intake: TestClient) -> Iterator:
     """An engine on intake's database (after the app has migrated it), for looking behind the API."""
     engine = make_engine(settings.db_url("intake"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def routing(settings: Settings) -> Iterator[TestClient]:
+    """A fresh routing app with its consumer running against the test's nats-server."""
+    from services.routing.app import create_app as create_routing
+
+    with TestClient(create_routing(settings)) as client:
+        yield client
+
+
+@pytest.fixture
+def routing_db(settings: Settings, routing: TestClient) -> Iterator:
+    engine = make_engine(settings.db_url("routing"))
     yield engine
     engine.dispose()

@@ -23,8 +23,9 @@ SAMPLES: list[ev.Event] = [
     ev.DriveClosed(drive_id="D2026-001", actor=ACTOR),
     ev.NightVisitLogged(visit_id="NV2026-00001", actor=ACTOR, cadre_unit="chengguan", township="chengguan",
                         visited_on=date(2026, 3, 1), households_visited=12, case_ids=[]),
-    ev.CaseAssigned(case_id="QS-2026-000001", actor=ACTOR, unit="forestry", role="lead"),
-    ev.CaseNeedsTriage(case_id="QS-2026-000001", actor=ACTOR, reason="no rule"),
+    ev.CaseAssigned(case_id="QS-2026-000001", actor=ACTOR, unit="forestry", role="lead", case=ev.CaseBrief(
+        title="t", content="c", channel="walk_in", received_at=NOW, township="chengguan", resident_name="王建国")),
+    ev.CaseNeedsTriage(case_id="QS-2026-000001", actor=ACTOR, reason="no_rule"),
     ev.LeaderAssigned(case_id="QS-2026-000001", actor=ACTOR, leader_id="leader01", reasons=["collective"]),
     ev.UnitSigned(case_id="QS-2026-000001", actor=ACTOR, unit="forestry"),
     ev.CaseReturned(case_id="QS-2026-000001", actor=ACTOR, unit="forestry", reason="not ours"),

@@ -1,0 +1,72 @@
+"""Routing's HTTP routes: why a case went where it went, the triage queue, and the dry run."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.routing import domain, service
+from services.routing.service import Routing
+from shared.events import Channel, Code
+from shared.http import require_role
+
+
+def get_routing(request: Request) -> Routing:
+    return request.app.state.routing
+
+
+Ctx = Annotated[Routing, Depends(get_routing)]
+
+
+class TriageDecision(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    unit: Code
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
+    decided_by: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+class DraftCase(BaseModel):
+    """A case as it would arrive; nothing is created."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    channel: Channel
+    township: Code
+    category: Code | None = None
+    title: Annotated[str, Field(min_length=1, max_length=100)]
+    content: Annotated[str, Field(max_length=5000)] = ""
+    accused_units: list[Code] = []
+    repeat_of_unit: Code | None = Field(None, description="for a repeat petition: the unit that handled the earlier case")
+
+
+def build_router(routing: Routing) -> APIRouter:
+    clerk = [Depends(require_role("clerk", routing.settings.clerk_token))]
+    supervisor = [Depends(require_role("supervisor", routing.settings.supervisor_token))]
+    router = APIRouter(prefix="/api/v1")
+
+    @router.get("/routing/{case_id}", dependencies=clerk, tags=["routing"],
+                summary="Why a case went where it went: the rule, the classifier's guess, or the clerk")
+    def why(case_id: str, ctx: Ctx) -> dict:
+        return service.why(ctx, case_id)
+
+    @router.get("/triage", dependencies=clerk, tags=["triage"], summary="Cases waiting for a clerk to name a unit")
+    def triage_queue(ctx: Ctx) -> list[dict]:
+        return service.triage_queue(ctx)
+
+    @router.post("/triage/{case_id}/decision", dependencies=supervisor, tags=["triage"],
+                 summary="Assign a case from triage to the named unit (who and why are recorded)")
+    def decide(case_id: str, body: TriageDecision, ctx: Ctx) -> dict:
+        return service.decide_triage(ctx, case_id, body.unit, body.reason, body.decided_by)
+
+    @router.post("/routing/explain", dependencies=clerk, tags=["routing"],
+                 summary="Dry run: where a draft case would go, without creating anything")
+    def explain(body: DraftCase, ctx: Ctx) -> dict:
+        facts = domain.CaseFacts(body.channel, body.township, body.category, body.title, body.content,
+                                 frozenset(body.accused_units))
+        result = service.explain(ctx, facts, body.repeat_of_unit)
+        d = result.decision
+        return {"lead": d.lead, "co": list(d.co), "rule_id": d.rule_id, "note": d.note,
+                "category": result.category, "category_suggested": result.category_suggested,
+                "confidence": result.confidence, "accused": result.accused, "triage": result.triage_reason}
+
+    return router

@@ -1,0 +1,42 @@
+"""Wiring of the routing service: ``create_app()`` builds a fresh app (tests build many)."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import FastAPI
+
+from services.routing import api, domain, handlers, tables
+from services.routing.service import Routing, RoutingMetrics
+from shared.clock import Clock, SystemClock
+from shared.directory import Directory, load_directory
+from shared.http import install_common
+from shared.rules import load_routing
+from shared.settings import Settings
+from shared.wiring import ServicePlumbing
+
+SERVICE = "routing"
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None,
+               directory: Directory | None = None) -> FastAPI:
+    settings = settings or Settings()
+    directory = directory or load_directory(settings.config_dir)
+    config = load_routing(settings.config_dir, directory)
+    metrics = RoutingMetrics()
+    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics)
+    routing = Routing(uow=plumbing.uow, directory=directory, config=config, classifier=domain.Classifier(directory),
+                      clock=clock or SystemClock(), metrics=metrics, settings=settings)
+
+    async def warm_up() -> None:
+        await asyncio.to_thread(routing.classifier.warm_up)
+    plumbing.on_start.append(warm_up)
+    plumbing.workers += [handlers.build_consumer(routing, plumbing), handlers.AssignmentResponder(routing, plumbing.bus)]
+
+    app = FastAPI(title="xinfang routing", version="1", lifespan=plumbing.lifespan(),
+                  description="Chooses each case's lead and co-handling units (`cases.assigned.<unit>`), sends "
+                              "what it cannot place to triage, and gives important cases a lead leader.")
+    app.state.routing = routing
+    app.state.relay = plumbing.relay
+    install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
+    app.include_router(api.build_router(routing))
+    return app

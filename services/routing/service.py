@@ -1,0 +1,281 @@
+"""Routing's use cases. Event handlers run inside the consumer's transaction (inbox + outbox);
+the HTTP ones open their own."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client import Counter
+from sqlalchemy import Connection, func, select, update
+
+from services.routing import domain, tables
+from services.routing.domain import CaseFacts, Decision, Explanation
+from shared import events as ev
+from shared.clock import Clock
+from shared.db import UnitOfWork
+from shared.directory import Directory
+from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.metrics import ServiceMetrics
+from shared.outbox import enqueue
+from shared.rules import RoutingConfig
+from shared.settings import Settings
+
+ROUTING = ev.Actor(kind="service", id="routing")
+
+
+class RoutingMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__("routing")
+        self.assigned = Counter("xf_routing_assignments_total", "Assignments made, by role and how decided",
+                                ["role", "how"], registry=self.registry)
+        self.triaged = Counter("xf_routing_triage_total", "Cases sent to triage, by reason", ["reason"],
+                               registry=self.registry)
+        self.refused = Counter("xf_routing_refused_total", "Department events refused (not the unit's case)",
+                               ["event"], registry=self.registry)
+
+
+@dataclass
+class Routing:
+    uow: UnitOfWork
+    directory: Directory
+    config: RoutingConfig
+    classifier: domain.Classifier
+    clock: Clock
+    metrics: RoutingMetrics
+    settings: Settings
+
+
+# --- from the stream ----------------------------------------------------------------------------
+
+def apply_events(routing: Routing, conn: Connection, events: list[ev.Event]) -> None:
+    """The consumer's batch, in its transaction; events routing does not act on are skipped."""
+    for event in events:
+        if isinstance(event, ev.CaseReceived):
+            receive(routing, conn, event)
+        elif isinstance(event, ev.CaseReturned):
+            returned(routing, conn, event)
+        elif isinstance(event, ev.CaseClosed):
+            conn.execute(update(tables.leader_cases).where(tables.leader_cases.c.case_id == event.case_id)
+                         .values(open=False))
+
+
+def reject(routing: Routing, event: ev.Event) -> str | None:
+    """Events naming codes this county does not have go to the dead-letter subject at once."""
+    d = routing.directory
+    if isinstance(event, ev.CaseReceived):
+        if event.township not in d.townships:
+            return f"unknown township {event.township!r}"
+        if event.category is not None and event.category not in d.categories:
+            return f"unknown category {event.category!r}"
+    if isinstance(event, ev.UnitCaseEvent) and event.unit not in d.units:
+        return f"unknown unit {event.unit!r}"
+    return None
+
+
+def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
+    now = routing.clock.now()
+    brief = ev.CaseBrief.of(case)
+    conn.execute(tables.cases.insert(), {
+        "case_id": case.case_id, "channel": case.channel, "township": case.township, "category": case.category,
+        "accused": case.accused_units, "repeat_of": case.repeat_of, "brief": brief.model_dump(mode="json"),
+        "received_at": case.occurred_at})
+    earlier_lead = _lead_of(conn, case.repeat_of) if case.repeat_of else None
+    explanation = explain(routing, _facts(case), earlier_lead)
+    if explanation.triage_reason:
+        _to_triage(routing, conn, case.case_id, explanation.triage_reason, explanation.decision.note, now,
+                   explanation.category, explanation.confidence)
+    else:
+        _assign(routing, conn, case.case_id, brief, explanation, now, ROUTING, how=explanation.decision.rule_id)
+    reasons = domain.importance(case.model_dump())
+    if reasons:
+        _assign_leader(routing, conn, case.case_id, reasons, now)
+
+
+def returned(routing: Routing, conn: Connection, event: ev.CaseReturned) -> None:
+    """退回: route again without every unit that returned it; after ``max_returns``, triage."""
+    now = routing.clock.now()
+    a = tables.assignments
+    held = conn.execute(select(a.c.id, a.c.role).where(a.c.case_id == event.case_id, a.c.unit == event.unit,
+                                                       a.c.active)).first()
+    if held is None:
+        _refuse(routing, conn, event, "the case is not assigned to this unit", now)
+        return
+    conn.execute(update(a).where(a.c.id == held.id).values(active=False))
+    conn.execute(tables.returns.insert(), {"case_id": event.case_id, "unit": event.unit, "reason": event.reason,
+                                           "returned_at": now})
+    if held.role == "co":
+        return  # a co-handling unit leaving does not move the case
+    row = conn.execute(select(tables.cases).where(tables.cases.c.case_id == event.case_id)).first()
+    r = tables.returns
+    returned_by = set(conn.execute(select(r.c.unit).where(r.c.case_id == event.case_id)).scalars())
+    if len(returned_by) >= routing.config.max_returns:
+        _to_triage(routing, conn, event.case_id, "returned_twice", f"returned by {', '.join(sorted(returned_by))}",
+                   now, row.category)
+        return
+    last = conn.execute(select(a.c.category, a.c.category_suggested, a.c.confidence).where(a.c.case_id == event.case_id)
+                        .order_by(a.c.id.desc())).first()
+    facts = _facts_of_row(row, last.category if last else row.category)
+    explanation = explain(routing, facts, excluded=returned_by)
+    explanation.category_suggested = bool(last and last.category_suggested)
+    explanation.confidence = last.confidence if last else None
+    if explanation.triage_reason:
+        _to_triage(routing, conn, event.case_id, explanation.triage_reason, explanation.decision.note, now,
+                   facts.category)
+    else:
+        _assign(routing, conn, event.case_id, ev.CaseBrief.model_validate(row.brief), explanation, now, ROUTING,
+                how="reroute", lead_only=True)
+
+
+# --- decisions ----------------------------------------------------------------------------------
+
+def explain(routing: Routing, facts: CaseFacts, earlier_lead: str | None = None,
+            excluded: set[str] = frozenset()) -> Explanation:
+    """Where a case goes and why; writes nothing (the dry run uses it as it is)."""
+    accused = domain.accused_units(facts, routing.directory, routing.config.accusation_words)
+    category, suggested, confidence = facts.category, False, None
+    if category in domain.UNCATEGORISED and earlier_lead is None:
+        guess, confidence, _hits = routing.classifier.classify(facts.title, facts.content,
+                                                                routing.config.classifier.min_hits)
+        if guess is None or confidence < routing.config.classifier.min_confidence:
+            return Explanation(Decision(None, note=f"classifier unsure: {guess or 'no keyword'} ({confidence})"),
+                               guess, True, confidence, sorted(accused), "category_unclear")
+        category, suggested = guess, True
+    facts = CaseFacts(facts.channel, facts.township, category, facts.title, facts.content, facts.accused_units)
+    decision = domain.route(facts, routing.config, routing.directory, excluded=set(excluded), accused=accused,
+                            preferred_lead=earlier_lead)
+    return Explanation(decision, category, suggested, confidence, sorted(accused),
+                       None if decision.lead else "no_rule")
+
+
+def _facts(case: ev.CaseReceived) -> CaseFacts:
+    return CaseFacts(case.channel, case.township, case.category, case.title, case.content,
+                     frozenset(case.accused_units))
+
+
+def _facts_of_row(row, category: str | None) -> CaseFacts:  # noqa: ANN001
+    return CaseFacts(row.channel, row.township, category, row.brief["title"], row.brief["content"],
+                     frozenset(row.accused))
+
+
+def _lead_of(conn: Connection, case_id: str) -> str | None:
+    a = tables.assignments
+    return conn.execute(select(a.c.unit).where(a.c.case_id == case_id, a.c.role == "lead")
+                        .order_by(a.c.active.desc(), a.c.id.desc())).scalar()
+
+
+def _assign(routing: Routing, conn: Connection, case_id: str, brief: ev.CaseBrief, explanation: Explanation,
+            now: datetime, actor: ev.Actor, how: str | None, lead_only: bool = False, decided_by: str | None = None) -> None:
+    d = explanation.decision
+    a = tables.assignments
+    units = [(d.lead, "lead")] + ([] if lead_only else [(u, "co") for u in d.co])
+    # A co-handling unit made lead holds the case once, as lead.
+    conn.execute(update(a).where(a.c.case_id == case_id, a.c.unit == d.lead, a.c.active).values(active=False))
+    rows, events = [], []
+    for unit, role in units:
+        rows.append({"case_id": case_id, "unit": unit, "role": role, "rule_id": d.rule_id,
+                     "category": explanation.category, "category_suggested": explanation.category_suggested,
+                     "confidence": explanation.confidence, "note": d.note, "decided_by": decided_by, "active": True,
+                     "assigned_at": now})
+        events.append(ev.CaseAssigned(case_id=case_id, occurred_at=now, actor=actor, unit=unit, role=role, case=brief,
+                                      rule_id=d.rule_id, category=explanation.category,
+                                      category_suggested=explanation.category_suggested,
+                                      confidence=explanation.confidence, note=d.note))
+        routing.metrics.assigned.labels(role, how or "rule").inc()
+    conn.execute(a.insert(), rows)
+    enqueue(conn, tables.outbox, events, now)
+
+
+def _to_triage(routing: Routing, conn: Connection, case_id: str, reason: str, detail: str, now: datetime,
+               suggestion: str | None = None, confidence: float | None = None) -> None:
+    r = tables.returns
+    returned_by = sorted(set(conn.execute(select(r.c.unit).where(r.c.case_id == case_id)).scalars()))
+    conn.execute(tables.triage.insert(), {"case_id": case_id, "reason": reason, "detail": detail,
+                                          "suggested_category": suggestion, "confidence": confidence, "opened_at": now})
+    enqueue(conn, tables.outbox, [ev.CaseNeedsTriage(
+        case_id=case_id, occurred_at=now, actor=ROUTING, reason=reason, detail=detail, returned_by=returned_by,
+        suggested_category=suggestion, confidence=confidence)], now)
+    routing.metrics.triaged.labels(reason).inc()
+
+
+def _assign_leader(routing: Routing, conn: Connection, case_id: str, reasons: list[str], now: datetime) -> None:
+    lc = tables.leader_cases
+    load = dict(conn.execute(select(lc.c.leader_id, func.count()).where(lc.c.open).group_by(lc.c.leader_id)).all())
+    leader = domain.pick_leader(list(routing.directory.leaders), load)
+    conn.execute(lc.insert(), {"case_id": case_id, "leader_id": leader, "reasons": reasons, "open": True})
+    enqueue(conn, tables.outbox, [ev.LeaderAssigned(case_id=case_id, occurred_at=now, actor=ROUTING,
+                                                    leader_id=leader, reasons=reasons)], now)
+
+
+def _refuse(routing: Routing, conn: Connection, event: ev.UnitCaseEvent, reason: str, now: datetime) -> None:
+    conn.execute(tables.refusals.insert(), {"case_id": event.case_id, "unit": event.unit, "event_type": event.type,
+                                            "reason": reason, "refused_at": now})
+    routing.metrics.refused.labels(event.type).inc()
+
+
+# --- clerks and units ---------------------------------------------------------------------------
+
+def decide_triage(routing: Routing, case_id: str, unit: str, reason: str, decided_by: str) -> dict:
+    """A clerk resolves triage by naming the unit (recorded with who and why)."""
+    d = routing.directory
+    if unit not in d.units:
+        raise InvalidInput([FieldError("unit", f"unknown unit {unit!r}", see="/api/v1/directory")])
+    now = routing.clock.now()
+    t = tables.triage
+    with routing.uow.begin() as conn:
+        item = conn.execute(select(t).where(t.c.case_id == case_id, t.c.resolved_at.is_(None))).first()
+        if item is None:
+            raise NotFound(f"case {case_id} is not waiting in triage")
+        row = conn.execute(select(tables.cases).where(tables.cases.c.case_id == case_id)).first()
+        accused = domain.accused_units(_facts_of_row(row, row.category), d, routing.config.accusation_words)
+        if unit in accused:
+            raise Conflict(f"the case accuses {unit}; it cannot handle it")
+        conn.execute(update(t).where(t.c.id == item.id).values(resolved_unit=unit, resolved_by=decided_by,
+                                                               resolved_reason=reason, resolved_at=now))
+        explanation = Explanation(Decision(unit, (), "triage", reason), row.category or item.suggested_category)
+        _assign(routing, conn, case_id, ev.CaseBrief.model_validate(row.brief), explanation, now,
+                ev.Actor(kind="supervisor", id=decided_by), how="triage", lead_only=True, decided_by=decided_by)
+    return why(routing, case_id)
+
+
+def why(routing: Routing, case_id: str) -> dict:
+    """Every assignment of a case with its reason: the rule, the classifier's guess, or the clerk."""
+    with routing.uow.engine.connect() as conn:
+        case = conn.execute(select(tables.cases).where(tables.cases.c.case_id == case_id)).first()
+        if case is None:
+            raise NotFound(f"routing has not seen case {case_id}")
+        a, r, t, lc = tables.assignments, tables.returns, tables.triage, tables.leader_cases
+        accused = domain.accused_units(_facts_of_row(case, case.category), routing.directory,
+                                       routing.config.accusation_words)
+        return {
+            "case_id": case_id, "category_filed": case.category, "accused": sorted(accused),
+            "assignments": [dict(x._mapping) for x in conn.execute(select(
+                a.c.unit, a.c.role, a.c.active, a.c.rule_id, a.c.category, a.c.category_suggested, a.c.confidence,
+                a.c.note, a.c.decided_by, a.c.assigned_at).where(a.c.case_id == case_id).order_by(a.c.id))],
+            "returns": [dict(x._mapping) for x in conn.execute(
+                select(r.c.unit, r.c.reason, r.c.returned_at).where(r.c.case_id == case_id).order_by(r.c.id))],
+            "triage": [dict(x._mapping) for x in conn.execute(select(
+                t.c.reason, t.c.detail, t.c.suggested_category, t.c.confidence, t.c.opened_at, t.c.resolved_unit,
+                t.c.resolved_by, t.c.resolved_reason, t.c.resolved_at).where(t.c.case_id == case_id).order_by(t.c.id))],
+            "leader": conn.execute(select(lc.c.leader_id).where(lc.c.case_id == case_id)).scalar(),
+        }
+
+
+def triage_queue(routing: Routing) -> list[dict]:
+    t, c = tables.triage, tables.cases
+    with routing.uow.engine.connect() as conn:
+        return [{"case_id": x.case_id, "reason": x.reason, "detail": x.detail, "title": x.brief["title"],
+                 "township": x.township, "suggested_category": x.suggested_category, "confidence": x.confidence,
+                 "opened_at": x.opened_at}
+                for x in conn.execute(select(t, c.c.brief, c.c.township).join(c, c.c.case_id == t.c.case_id)
+                                      .where(t.c.resolved_at.is_(None)).order_by(t.c.id))]
+
+
+def assignment_of(routing: Routing, case_id: str, unit: str) -> dict:
+    """For a unit's command: is this case its own now? (answers the unit client's request)"""
+    a = tables.assignments
+    with routing.uow.engine.connect() as conn:
+        role = conn.execute(select(a.c.role).where(a.c.case_id == case_id, a.c.unit == unit, a.c.active)).scalar()
+    if role is None:
+        return {"case_id": case_id, "unit": unit, "assigned": False,
+                "reason": f"case {case_id} is not assigned to {unit}"}
+    return {"case_id": case_id, "unit": unit, "assigned": True, "role": role}

@@ -1,0 +1,79 @@
+"""``xinfang unit …``: a department follows its cases and acts on them from a terminal."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from services.units.client import Refused, UnitClient
+from shared import events as ev
+from shared.events import CaseReplied
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    unit = sub.add_parser("unit", help="a department's side: watch its cases, sign, return, reply, …")
+    cmds = unit.add_subparsers(dest="unit_command", required=True)
+    watch = cmds.add_parser("watch", help="follow the unit's cases and reminders (everything missed first)")
+    watch.add_argument("code")
+    for name, help_ in (("sign", "签收 a case"), ("return", "退回 a case that is not the unit's"),
+                        ("progress", "report progress"), ("extend", "ask for an extension"),
+                        ("reply", "file the reply (办理回报)")):
+        cmd = cmds.add_parser(name, help=help_)
+        cmd.add_argument("code", help="the unit's own code")
+        cmd.add_argument("case", help="the case number")
+        if name == "return":
+            cmd.add_argument("--reason", required=True)
+        if name == "progress":
+            cmd.add_argument("--note", required=True)
+        if name == "extend":
+            cmd.add_argument("--days", type=int, required=True)
+            cmd.add_argument("--reason", required=True)
+        if name == "reply":
+            cmd.add_argument("--result", required=True, choices=CaseReplied.model_fields["result"].annotation.__args__)
+            cmd.add_argument("--text", required=True)
+
+
+def run(args: argparse.Namespace, nats_url: str, stream: str) -> int:
+    try:
+        return asyncio.run(_run(args, nats_url, stream))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _run(args: argparse.Namespace, nats_url: str, stream: str) -> int:
+    async with UnitClient(nats_url, args.code, stream=stream) as unit:
+        if args.unit_command == "watch":
+            print(f"{args.code}: following cases.*.{args.code} (Ctrl-C stops)", file=sys.stderr, flush=True)
+            async for event in unit.events():
+                print(describe(event), flush=True)
+            return 0
+        try:
+            if args.unit_command == "sign":
+                await unit.sign(args.case)
+            elif args.unit_command == "return":
+                await unit.return_case(args.case, args.reason)
+            elif args.unit_command == "progress":
+                await unit.report_progress(args.case, args.note)
+            elif args.unit_command == "extend":
+                await unit.request_extension(args.case, args.days, args.reason)
+            elif args.unit_command == "reply":
+                await unit.reply(args.case, args.result, args.text)
+        except Refused as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 1
+        print(f"{args.unit_command}: {args.case} sent as {args.code}")
+        return 0
+
+
+def describe(event: ev.Event) -> str:
+    """One line per event, as a unit's clerk reads it."""
+    when = event.occurred_at.astimezone().strftime("%Y-%m-%d %H:%M")
+    case = getattr(event, "case_id", "")
+    if isinstance(event, ev.CaseAssigned):
+        role = "主办 lead" if event.role == "lead" else "协办 co-handling"
+        return f"{when}  {case}  assigned ({role})  {event.case.title}  [{event.case.township}]"
+    if isinstance(event, (ev.CaseReminded, ev.CaseOverdue, ev.CaseEscalated)):
+        return f"{when}  {case}  {event.type.removeprefix('Case').lower()}: {event.due_kind} due {event.due_at:%Y-%m-%d}"
+    if isinstance(event, ev.ExtensionDecided):
+        return f"{when}  {case}  extension {'approved' if event.approved else 'refused'} {event.reason}"
+    return f"{when}  {case}  {event.type}"

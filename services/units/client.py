@@ -1,0 +1,102 @@
+"""A unit's client: its cases come in on ``cases.*.<code>`` through a durable consumer of its own
+(so a unit that was offline gets what it missed, in order), and its commands go out as events
+under its own code only. Importable by a department's own system; ``xinfang unit`` wraps it.
+
+    async with UnitClient("nats://127.0.0.1:4250", "forestry") as unit:
+        async for event in unit.events():
+            if isinstance(event, CaseAssigned):
+                await unit.sign(event.case_id)
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import nats
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from shared import events as ev
+from shared import subjects
+
+ReplyResult = ev.CaseReplied.model_fields["result"].annotation
+
+
+class Refused(Exception):
+    """The command was not sent: the reason says why (e.g. the case is not assigned to this unit)."""
+
+
+class UnitClient:
+    def __init__(self, nats_url: str, unit: str, *, stream: str = "CASES", staff_id: str | None = None) -> None:
+        self.nats_url, self.unit, self.stream = nats_url, unit, stream
+        self.actor = ev.Actor(kind="unit", id=staff_id or unit)
+        self.nc = None
+
+    async def __aenter__(self) -> UnitClient:
+        self.nc = await nats.connect(self.nats_url, name=f"unit-{self.unit}")
+        self.js = self.nc.jetstream()
+        return self
+
+    async def __aexit__(self, *_exc) -> None:  # noqa: ANN002
+        await self.nc.drain()
+
+    # --- in -------------------------------------------------------------------------------------
+
+    async def events(self, *, durable: str | None = None, idle_timeout: float | None = None,
+                     batch: int = 50) -> AsyncIterator[ev.Event]:
+        """Every event about this unit's cases, oldest first, each acknowledged once the loop body
+        has run for it. Stops after ``idle_timeout`` seconds without news (None: never)."""
+        name = durable or f"unit_{self.unit}"
+        await self.js.add_consumer(self.stream, ConsumerConfig(
+            durable_name=name, filter_subject=subjects.for_unit(self.unit), ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=60))
+        sub = await self.js.pull_subscribe_bind(durable=name, stream=self.stream)
+        while True:
+            try:
+                msgs = await sub.fetch(batch, timeout=idle_timeout if idle_timeout is not None else 5.0)
+            except NatsTimeout:
+                if idle_timeout is not None:
+                    return
+                continue
+            for msg in msgs:
+                try:
+                    event = ev.decode(msg.data)
+                except ev.UndecodableEvent:
+                    await msg.term()  # not for this client's version; supervision keeps the record
+                    continue
+                yield event
+                await msg.ack()
+
+    # --- out ------------------------------------------------------------------------------------
+
+    async def sign(self, case_id: str) -> ev.UnitSigned:
+        """签收."""
+        return await self._send(ev.UnitSigned(case_id=case_id, unit=self.unit, actor=self.actor))
+
+    async def return_case(self, case_id: str, reason: str) -> ev.CaseReturned:
+        """退回: not this unit's matter; routing chooses again."""
+        return await self._send(ev.CaseReturned(case_id=case_id, unit=self.unit, actor=self.actor, reason=reason))
+
+    async def report_progress(self, case_id: str, note: str) -> ev.ProgressReported:
+        return await self._send(ev.ProgressReported(case_id=case_id, unit=self.unit, actor=self.actor, note=note))
+
+    async def request_extension(self, case_id: str, days: int, reason: str) -> ev.ExtensionRequested:
+        """延期申请; the supervision office decides."""
+        return await self._send(ev.ExtensionRequested(case_id=case_id, unit=self.unit, actor=self.actor,
+                                                      days=days, reason=reason))
+
+    async def reply(self, case_id: str, result: ReplyResult, text: str) -> ev.CaseReplied:  # type: ignore[valid-type]
+        """办理回报: the outcome and the written answer."""
+        return await self._send(ev.CaseReplied(case_id=case_id, unit=self.unit, actor=self.actor, result=result,
+                                               text=text))
+
+    async def _send(self, event: ev.UnitCaseEvent) -> ev.UnitCaseEvent:
+        answer = await self.nc.request(subjects.ASSIGNMENT_QUERY.format(unit=self.unit),
+                                       json.dumps({"case_id": event.case_id}).encode(), timeout=5)
+        check = json.loads(answer.data)
+        if not check.get("assigned"):
+            raise Refused(check.get("reason", "refused"))
+        # The subject carries this unit's own code (event.unit): a unit publishes only as itself.
+        await self.js.publish(event.subject, ev.encode(event), stream=self.stream,
+                              headers={"Nats-Msg-Id": event.event_id})
+        return event

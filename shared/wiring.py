@@ -1,0 +1,69 @@
+"""What every service's ``create_app`` wires the same way: its database, its NATS connection, its
+outbox relay, its consumers, and a lifespan that starts and drains them in order."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Table, text
+
+from shared.bus import Bus
+from shared.db import UnitOfWork, make_engine, migrate
+from shared.metrics import ServiceMetrics
+from shared.outbox import OutboxRelay
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ServicePlumbing:
+    """Engine, bus, relay and unit of work of one service process."""
+
+    def __init__(self, service: str, settings: Settings, outbox: Table, metrics: ServiceMetrics) -> None:
+        self.service, self.settings, self.metrics = service, settings, metrics
+        self.db_url = settings.db_url(service)
+        self.engine = make_engine(self.db_url)
+        self.bus = Bus(settings, name=service)
+        self.relay = OutboxRelay(self.engine, outbox, self.bus, batch=settings.relay_batch,
+                                 poll_s=settings.relay_poll_s, lease_s=settings.relay_lease_s,
+                                 retention_days=settings.outbox_retention_days, metrics=metrics)
+        self.bus.on_connected = self.relay.wake
+        self.uow = UnitOfWork(self.engine, on_commit=self.relay.wake)
+        # Started after the bus (consumers, responders); each has run() and stop().
+        self.workers: list = []
+        self.on_start: list[Callable[[], Awaitable[None]]] = []
+
+    def lifespan(self):  # noqa: ANN201
+        @asynccontextmanager
+        async def lifespan(_app: FastAPI):  # noqa: ANN202
+            await asyncio.to_thread(migrate, self.service, self.db_url)
+            for hook in self.on_start:
+                await hook()
+            self.bus.start()
+            tasks = [asyncio.create_task(self.relay.run())]
+            tasks += [asyncio.create_task(w.run()) for w in self.workers]
+            yield
+            for worker in self.workers:  # stop taking work, finish the batch in hand
+                await worker.stop()
+            await self.relay.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.bus.close()
+            self.engine.dispose()
+        return lifespan
+
+    async def readiness(self) -> dict[str, bool]:
+        self.metrics.nats_connected.set(1 if self.bus.connected else 0)
+        return {"nats": self.bus.connected, "database": await asyncio.to_thread(self._db_ok)}
+
+    def _db_ok(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - readiness reports, it does not raise
+            return False

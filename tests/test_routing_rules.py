@@ -1,0 +1,113 @@
+"""Routing's rules without a bus: coverage of the sample county, conflicts, accusations, the
+classifier and leader balancing."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from services.routing import domain
+from services.routing.domain import CaseFacts
+from shared.directory import ConfigError, load_directory
+from shared.events import CHANNELS
+from shared.rules import load_routing
+from shared.settings import REPO_ROOT
+
+SAMPLE = REPO_ROOT / "deploy" / "config"
+DIRECTORY = load_directory(SAMPLE)
+CONFIG = load_routing(SAMPLE, DIRECTORY)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> domain.Classifier:
+    return domain.Classifier(DIRECTORY)
+
+
+def test_the_sample_rules_place_every_category_in_every_township_on_every_channel() -> None:
+    for category in DIRECTORY.categories:
+        for township in DIRECTORY.townships:
+            for channel in CHANNELS:
+                d = domain.route(CaseFacts(channel, township, category, "t", "c"), CONFIG, DIRECTORY)
+                assert d.lead in DIRECTORY.units, (category, township, channel)
+                assert d.rule_id is not None and d.lead not in d.co
+
+
+def test_sector_matters_go_to_the_competent_department_and_township_matters_to_the_township() -> None:
+    sector = domain.route(CaseFacts("walk_in", "xishan", "logging_permit", "t", "c"), CONFIG, DIRECTORY)
+    local = domain.route(CaseFacts("walk_in", "xishan", "neighbor_dispute", "t", "c"), CONFIG, DIRECTORY)
+    special = domain.route(CaseFacts("walk_in", "matou", "pollution", "t", "c"), CONFIG, DIRECTORY)
+    assert (sector.lead, sector.rule_id) == ("forestry", "logging-permit")
+    assert (local.lead, local.rule_id) == ("xishan", "territorial")
+    assert (special.lead, special.co, special.rule_id) == ("ecology", ("matou", "market"), "matou-industrial-pollution")
+
+
+def test_an_accused_unit_never_gets_the_case_its_superior_does() -> None:
+    facts = CaseFacts("letter", "xishan", "logging_permit", "举报", "举报县林业局工作人员违规发放采伐证")
+    accused = domain.accused_units(facts, DIRECTORY, CONFIG.accusation_words)
+    assert accused == {"forestry"}
+    d = domain.route(facts, CONFIG, DIRECTORY, accused=accused)
+    assert d.lead == "supervision_office" and "forestry" not in d.co and "forestry is accused" in d.note
+
+
+def test_naming_a_unit_without_accusing_it_is_not_an_accusation() -> None:
+    facts = CaseFacts("letter", "xishan", "logging_permit", "采伐证", "想去县林业局办理采伐证")
+    assert domain.accused_units(facts, DIRECTORY, CONFIG.accusation_words) == set()
+
+
+def test_a_returned_case_skips_the_units_that_returned_it() -> None:
+    facts = CaseFacts("walk_in", "matou", "pollution", "t", "c")
+    again = domain.route(facts, CONFIG, DIRECTORY, excluded={"ecology"})
+    assert again.lead == "matou" and again.rule_id == "territorial"
+    assert domain.route(facts, CONFIG, DIRECTORY, excluded={"ecology", "matou"}).lead is None
+
+
+def test_the_classifier_suggests_a_category_and_how_sure_it_is(classifier: domain.Classifier) -> None:
+    category, confidence, hits = classifier.classify("包工头拖欠农民工工资", "干了半年活，工钱一直不给")
+    assert category == "wage_arrears" and confidence == 1.0 and hits >= 3
+    assert classifier.classify("有个情况想反映", "请领导关心一下")[0] is None
+
+
+def test_an_even_split_between_categories_is_not_a_choice(classifier: domain.Classifier) -> None:
+    category, confidence, _ = classifier.classify("学校和医院", "")
+    assert category is None and confidence == 0.5
+
+
+def test_leaders_are_balanced_by_open_cases() -> None:
+    roster = list(DIRECTORY.leaders)
+    assert domain.pick_leader(roster, {}) == roster[0]
+    assert domain.pick_leader(roster, {roster[0]: 2, roster[1]: 1}) == roster[2]
+    assert domain.pick_leader(roster, {code: 1 for code in roster} | {roster[4]: 0}) == roster[4]
+
+
+def _rules_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "config"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+def _append(config: Path, text: str) -> int:
+    path = config / "routing.yaml"
+    before = path.read_text(encoding="utf-8")
+    path.write_text(before + text, encoding="utf-8")
+    return before.count("\n") + 1  # the first appended line
+
+
+def test_conflicting_rules_stop_start_up_with_file_and_line(tmp_path: Path) -> None:
+    config = _rules_copy(tmp_path)
+    line = _append(config, "- id: forestry-twice\n  priority: 10\n  categories: [logging_permit]\n  lead: agri\n")
+    with pytest.raises(ConfigError, match=rf"routing\.yaml:{line}: rules\[\d+\]: conflicts with rule 'logging-permit'"):
+        load_routing(config, DIRECTORY)
+
+
+@pytest.mark.parametrize("rule, message", [
+    ("- id: bad-unit\n  priority: 5\n  lead: nowhere\n", "lead: unknown unit 'nowhere'"),
+    ("- id: bad-category\n  priority: 5\n  categories: [ufo]\n  lead: agri\n", r"categories\[0\]: unknown category 'ufo'"),
+    ("- id: bad-channel\n  priority: 5\n  channels: [pigeon]\n  lead: agri\n", r"channels\[0\]: unknown channel 'pigeon'"),
+    ("- id: territorial\n  priority: 5\n  lead: agri\n", "id: duplicate rule id 'territorial'"),
+])
+def test_unknown_codes_in_rules_stop_start_up_with_file_and_line(tmp_path: Path, rule: str, message: str) -> None:
+    config = _rules_copy(tmp_path)
+    _append(config, rule)
+    with pytest.raises(ConfigError, match=rf"routing\.yaml:\d+: rules\[\d+\]\.?{message}"):
+        load_routing(config, DIRECTORY)
