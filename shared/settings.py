@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     # Durable consumers: a message unacknowledged this long goes to another replica; a message that
     # failed this many times goes to the dead-letter subject.
     consumer_ack_wait_s: float = 30.0
+    consumer_batch: int = Field(100, ge=1, le=1000)  # events fetched and applied per transaction
     consumer_max_deliver: int = 5
 
     log_level: str = "INFO"

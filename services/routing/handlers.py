@@ -23,7 +23,7 @@ SUBJECTS = (subjects.RECEIVED, subjects.RETURNED.format(unit="*"), subjects.CLOS
 def build_consumer(routing: Routing, plumbing: ServicePlumbing) -> DurableConsumer:
     s = plumbing.settings
     spec = ConsumerSpec(durable="routing", filter_subjects=SUBJECTS, ack_wait_s=s.consumer_ack_wait_s,
-                        max_deliver=s.consumer_max_deliver)
+                        max_deliver=s.consumer_max_deliver, batch=s.consumer_batch)
     return DurableConsumer("routing", plumbing.bus, plumbing.uow, tables.inbox, spec,
                            apply=partial(service.apply_events, routing), metrics=routing.metrics,
                            reject=partial(service.reject, routing))

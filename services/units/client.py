@@ -38,7 +38,8 @@ class UnitClient:
         return self
 
     async def __aexit__(self, *_exc) -> None:  # noqa: ANN002
-        await self.nc.drain()
+        await self.nc.flush()  # acks and commands are out; drain() would wait on the open fetch
+        await self.nc.close()
 
     # --- in -------------------------------------------------------------------------------------
 

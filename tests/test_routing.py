@@ -1,0 +1,235 @@
+"""Routing against a real nats-server: intake → routing → the unit's own subject, and back."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
+
+from services.units.client import Refused, UnitClient
+from shared import events as ev
+from shared.settings import Settings
+from tests.helpers import case_body, outbox_pending, read_subject, resident_id, wait_until
+
+
+def submit(intake: TestClient, n: int = 1, **fields) -> str:
+    answer = intake.post("/api/v1/cases", json=case_body(n=n, **fields))
+    assert answer.status_code == 201, answer.text
+    return answer.json()["case_number"]
+
+
+def assigned(settings: Settings, engines: list[Engine], case_id: str | None = None) -> list[ev.CaseAssigned]:
+    """Every CaseAssigned in the stream once both outboxes are drained (nothing more can arrive)."""
+    for engine in engines:
+        wait_until(lambda e=engine: outbox_pending(e) == 0, what="the outboxes to drain")
+    events = [e for _, e in read_subject(settings.nats_url, "cases.assigned.*")]
+    return [e for e in events if case_id is None or e.case_id == case_id]
+
+
+def routed(routing: TestClient, case_id: str) -> dict:
+    wait_until(lambda: routing.get(f"/api/v1/routing/{case_id}").status_code == 200, what=f"{case_id} routed")
+    return routing.get(f"/api/v1/routing/{case_id}").json()
+
+
+def unit_do(settings: Settings, unit: str, action: str, case_id: str, **kw) -> ev.Event:  # noqa: ANN003
+    async def go() -> ev.Event:
+        async with UnitClient(settings.nats_url, unit) as client:
+            return await getattr(client, action)(case_id, **kw)
+    return asyncio.run(go())
+
+
+def test_a_case_reaches_the_unit_the_rules_name_within_a_second_exactly_once_and_no_other_unit(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    wait_until(lambda: routing.get("/readyz").status_code == 200, what="routing to be ready")
+
+    async def submit_and_listen() -> tuple[str, float, list]:
+        nc = await nats.connect(settings.nats_url)
+        forestry, health = asyncio.Queue(), asyncio.Queue()
+        js = nc.jetstream()
+        await js.subscribe("cases.*.forestry", cb=forestry.put, ordered_consumer=True)
+        await js.subscribe("cases.*.health", cb=health.put, ordered_consumer=True)
+        started = time.monotonic()
+        number = await asyncio.to_thread(submit, intake, category="logging_permit", title="申请采伐自家承包山林木")
+        msg = await asyncio.wait_for(forestry.get(), timeout=5)
+        elapsed = time.monotonic() - started
+        await nc.flush()
+        others = [health.get_nowait() for _ in range(health.qsize())]
+        await nc.close()
+        return number, elapsed, [msg] + others
+
+    number, elapsed, [msg, *health_saw] = asyncio.run(submit_and_listen())
+    event = ev.decode(msg.data)
+    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    assert isinstance(event, ev.CaseAssigned) and event.case_id == number and event.unit == "forestry"
+    assert event.rule_id == "logging-permit" and event.role == "lead"
+    assert event.case.title == "申请采伐自家承包山林木" and "*" in event.case.resident_masked_id
+    assert health_saw == []
+    all_assigned = assigned(settings, [intake_db, routing_db], number)
+    assert [(e.unit, e.role) for e in all_assigned] == [("forestry", "lead")]  # exactly once
+    why = routed(routing, number)
+    assert why["assignments"][0]["rule_id"] == "logging-permit"
+
+
+def test_a_unit_started_after_ten_assignments_receives_all_ten(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    numbers = {submit(intake, n=i, category="forestry_rights", title=f"山林界址纠纷第{i}起") for i in range(10)}
+    assert len(assigned(settings, [intake_db, routing_db])) >= 10
+
+    async def late_unit() -> list[ev.Event]:
+        async with UnitClient(settings.nats_url, "forestry") as unit:
+            return [e async for e in unit.events(idle_timeout=1.0)]
+
+    got = asyncio.run(late_unit())
+    assert {e.case_id for e in got if isinstance(e, ev.CaseAssigned)} == numbers
+    assert all(e.subject.endswith(".forestry") for e in got)
+
+
+def test_a_returned_case_is_rerouted_then_triaged_then_assigned_by_a_clerk(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    number = submit(intake, township="matou", village="matou-hexi", category="pollution", title="工业园区企业排污")
+    first = assigned(settings, [intake_db, routing_db], number)
+    assert [(e.unit, e.role) for e in first] == [("ecology", "lead"), ("matou", "co"), ("market", "co")]
+
+    unit_do(settings, "ecology", "return_case", number, reason="属地环境巡查问题，应由镇里牵头")
+    wait_until(lambda: any(a["unit"] == "matou" and a["role"] == "lead" and a["active"]
+                           for a in routed(routing, number)["assignments"]), what="the case to be re-routed")
+    again = assigned(settings, [intake_db, routing_db], number)[3:]
+    assert [(e.unit, e.role, e.rule_id) for e in again] == [("matou", "lead", "territorial")]
+
+    unit_do(settings, "matou", "return_case", number, reason="涉及企业环评，非本镇职责")
+    wait_until(lambda: any(t["case_id"] == number for t in routing.get("/api/v1/triage").json()),
+               what="the case to land in triage")
+    [triage] = [e for _, e in read_subject(settings.nats_url, "cases.triage")]
+    assert triage.reason == "returned_twice" and triage.returned_by == ["ecology", "matou"]
+
+    decided = routing.post(f"/api/v1/triage/{number}/decision",
+                           json={"unit": "natres", "reason": "涉及园区用地审批", "decided_by": "clerk07"})
+    assert decided.status_code == 200, decided.text
+    last = assigned(settings, [intake_db, routing_db], number)[-1]
+    assert (last.unit, last.rule_id, last.actor.kind, last.actor.id) == ("natres", "triage", "supervisor", "clerk07")
+    assert routing.get("/api/v1/triage").json() == []
+    assert routing.post(f"/api/v1/triage/{number}/decision",
+                        json={"unit": "agri", "reason": "x", "decided_by": "clerk07"}).status_code == 404
+
+
+@pytest.mark.parametrize("how", ["named by intake", "named in the text"])
+def test_a_complaint_against_the_forestry_bureau_is_never_assigned_to_it(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine,
+        how: str) -> None:
+    fields = {"category": "logging_permit", "title": "反映采伐证发放问题",
+              "content": "举报县林业局工作人员违规发放采伐证，收受好处。"}
+    if how == "named by intake":
+        fields.update(accused_units=["forestry"], content="林业站工作人员违规发放采伐证。")
+    number = submit(intake, **fields)
+    events = assigned(settings, [intake_db, routing_db], number)
+    assert events and "forestry" not in {e.unit for e in events}
+    assert events[0].unit == "supervision_office" and events[0].role == "lead"
+    assert routed(routing, number)["accused"] == ["forestry"]
+    with pytest.raises(Exception):  # noqa: B017 - the clerk cannot give it to the accused unit either
+        unit_do(settings, "forestry", "sign", number)
+
+
+def test_a_unit_command_for_a_case_not_assigned_to_it_is_refused_with_a_reason(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    number = submit(intake, category="logging_permit")
+    assigned(settings, [intake_db, routing_db], number)
+    with pytest.raises(Refused, match=f"case {number} is not assigned to health"):
+        unit_do(settings, "health", "sign", number)
+    signed = unit_do(settings, "forestry", "sign", number)
+    assert signed.subject == "cases.signed.forestry"
+    assert [e.case_id for _, e in read_subject(settings.nats_url, "cases.signed.*")] == [number]
+
+
+def test_a_repeat_petition_goes_to_the_unit_that_handled_the_earlier_case(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    first = submit(intake, n=8, category="land_resources", title="邻村违法占用我家承包地建房")
+    assert routed(routing, first)["assignments"][0]["unit"] == "natres"
+    repeat = intake.post("/api/v1/cases", json=case_body(n=8, category="other", title="邻村违法占用我家承包地建房问题")).json()
+    assert repeat["repeat_of"] == first
+    lead = [e for e in assigned(settings, [intake_db, routing_db], repeat["case_number"]) if e.role == "lead"]
+    assert [(e.unit, e.rule_id) for e in lead] == [("natres", "repeat")]
+
+
+def test_important_cases_get_lead_leaders_balanced_by_load(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    numbers = [submit(intake, n=20 + i, people_count=12, title=f"集体反映第{i}号问题") for i in range(3)]
+    plain = submit(intake, n=30, title="一般问题")
+    for number in numbers + [plain]:
+        routed(routing, number)
+    assigned(settings, [intake_db, routing_db])
+    leaders = {e.case_id: e for _, e in read_subject(settings.nats_url, "cases.leader_assigned")}
+    assert set(leaders) == set(numbers)
+    assert len({e.leader_id for e in leaders.values()}) == 3
+    assert all(e.reasons == ["collective"] for e in leaders.values())
+
+
+def test_an_uncategorised_case_the_classifier_cannot_place_goes_to_triage(
+        intake: TestClient, routing: TestClient, settings: Settings) -> None:
+    unclear = submit(intake, category=None, title="有个情况想反映", content="请领导关心一下我们的事情")
+    clear = submit(intake, n=2, category=None, title="包工头拖欠农民工工资", content="干了半年活，工钱一直不给")
+    wait_until(lambda: any(t["case_id"] == unclear for t in routing.get("/api/v1/triage").json()),
+               what="the unclear case in triage")
+    [item] = routing.get("/api/v1/triage").json()
+    assert item["reason"] == "category_unclear"
+    why = routed(routing, clear)["assignments"][0]
+    assert (why["unit"], why["category"], why["category_suggested"]) == ("hrss", "wage_arrears", True)
+    assert why["confidence"] == 1.0
+
+
+def test_the_dry_run_shows_where_a_draft_would_go_and_creates_nothing(routing: TestClient, routing_db: Engine) -> None:
+    from tests.helpers import table_counts
+    before = table_counts(routing_db)
+    answer = routing.post("/api/v1/routing/explain", json={
+        "channel": "letter", "township": "xishan", "title": "举报县林业局", "content": "举报县林业局违规审批采伐"}).json()
+    assert answer["lead"] == "supervision_office" and answer["accused"] == ["forestry"]
+    assert answer["category"] == "logging_permit" and answer["category_suggested"]
+    assert table_counts(routing_db) == before
+
+
+def test_poison_messages_are_dead_lettered_and_the_next_good_message_is_still_routed(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    good = ev.CaseReceived(case_id="QS-2026-900001", actor=ev.Actor(kind="clerk"), channel="walk_in", title="t",
+                           content="c", category="logging_permit", township="xishan",
+                           resident=ev.ResidentRef(name="甲", masked_id=resident_id(1)[:6] + "*" * 8 + "0015"))
+    raw = ev.encode(good).decode()
+
+    async def publish() -> None:
+        nc = await nats.connect(settings.nats_url)
+        js = nc.jetstream()
+        for i, data in enumerate([b"not json at all",
+                                  raw.replace('"schema_version":1', '"schema_version":99').encode(),
+                                  raw.replace('"township":"xishan"', '"township":"atlantis"')
+                                     .replace(good.event_id, "e-atlantis").encode(),
+                                  ev.encode(ev.CaseReturned(case_id="QS-2026-900001", unit="nosuchunit",
+                                                            actor=ev.Actor(kind="unit"), reason="x")),
+                                  ev.encode(good)]):
+            await js.publish("cases.received" if i != 3 else "cases.returned.nosuchunit", data,
+                             headers={"Nats-Msg-Id": f"poison-{i}"})
+        await nc.close()
+
+    asyncio.run(publish())
+    assert [e.unit for e in assigned(settings, [intake_db, routing_db], good.case_id)] == ["forestry"]
+    wait_until(lambda: len(read_subject_raw(settings.nats_url)) == 4, what="four dead letters")
+    dead = read_subject_raw(settings.nats_url)
+    assert [h["Xf-Error-Kind"] for h in dead] == ["undecodable", "undecodable", "rejected", "rejected"]
+    assert "not JSON" in dead[0]["Xf-Error"] and "unknown schema_version 99" in dead[1]["Xf-Error"]
+    assert "unknown township 'atlantis'" in dead[2]["Xf-Error"] and "unknown unit 'nosuchunit'" in dead[3]["Xf-Error"]
+    metrics = routing.get("/metrics").text
+    assert 'xf_dead_letters_total{consumer="routing",kind="undecodable"} 2.0' in metrics
+
+
+def read_subject_raw(url: str) -> list[dict]:
+    """Dead letters' headers (their payloads need not decode)."""
+    async def go() -> list[dict]:
+        nc = await nats.connect(url)
+        sub = await nc.jetstream().pull_subscribe("deadletter.>", stream="DEADLETTER")
+        try:
+            msgs = await sub.fetch(100, timeout=0.5)
+        except nats.errors.TimeoutError:
+            msgs = []
+        await nc.close()
+        return [dict(m.headers) for m in msgs]
+    return asyncio.run(go())
