@@ -233,3 +233,36 @@ def read_subject_raw(url: str) -> list[dict]:
         await nc.close()
         return [dict(m.headers) for m in msgs]
     return asyncio.run(go())
+
+
+def test_the_plain_nats_py_department_example_follows_and_signs_its_cases(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
+    import subprocess
+    import sys
+
+    from shared.settings import REPO_ROOT
+
+    numbers = [submit(intake, n=i, category="logging_permit", title=f"采伐许可第{i}件") for i in range(3)]
+    assigned(settings, [intake_db, routing_db])
+    run = subprocess.run([sys.executable, str(REPO_ROOT / "deploy" / "examples" / "department.py"), settings.nats_url,
+                          "forestry", "1"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert all(f"signed {n}" in run.stdout for n in numbers)
+    signed = [e for _, e in read_subject(settings.nats_url, "cases.signed.forestry")]
+    assert sorted(e.case_id for e in signed) == sorted(numbers)  # valid events by the catalogue's contract
+
+
+def test_xinfang_unit_commands_act_as_the_unit_and_report_refusals(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from services.cli import main
+
+    number = submit(intake, category="logging_permit")
+    assigned(settings, [intake_db, routing_db], number)
+    monkeypatch.setenv("XF_NATS_URL", settings.nats_url)
+    assert main(["unit", "sign", "forestry", number]) == 0
+    assert main(["unit", "reply", "forestry", number, "--result", "resolved", "--text", "已办结"]) == 0
+    assert main(["unit", "sign", "health", number]) == 1
+    assert f"refused: case {number} is not assigned to health" in capsys.readouterr().err
+    replied = [e for _, e in read_subject(settings.nats_url, "cases.replied.*")]
+    assert [(e.unit, e.result) for e in replied] == [("forestry", "resolved")]

@@ -19,10 +19,11 @@ from tests.helpers import case_body, free_port, outbox_pending, read_subject, wa
 
 
 def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    nats_port, intake_port = free_port(), free_port()
+    nats_port, intake_port, routing_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("XF_")}
     env.update({"XF_DATA_DIR": str(tmp_path / "var"), "XF_EMBEDDED_NATS_PORT": str(nats_port),
                 "XF_EMBEDDED_NATS_MONITOR_PORT": str(free_port()), "XF_INTAKE_PORT": str(intake_port),
+                "XF_ROUTING_PORT": str(routing_port),
                 "XF_LOG_LEVEL": "WARNING"})
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -34,7 +35,8 @@ def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_o
             output.append(lines.get(timeout=60))
         printed = "".join(output)
         assert f"nats://127.0.0.1:{nats_port}" in printed and f"http://127.0.0.1:{intake_port}" in printed
-        assert (tmp_path / "var" / "intake.db").exists() and (tmp_path / "var" / "nats").is_dir()
+        assert f"http://127.0.0.1:{routing_port}" in printed
+        assert (tmp_path / "var" / "intake.db").exists() and (tmp_path / "var" / "routing.db").exists()
 
         engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'intake.db'}")
 
@@ -59,6 +61,18 @@ def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_o
         assert len(received) == 1 and received[0].headers["Nats-Msg-Id"]
         stored = read_subject(f"nats://127.0.0.1:{nats_port}", "cases.received")
         assert [e.case_id for _, e in stored] == [accepted["case_number"]]  # exactly once in the stream
+
+        # Routing is up too: the township's clerk, watching its cases, sees it arrive.
+        watch = subprocess.Popen([sys.executable, "-m", "services.cli", "unit", "watch", "chengguan"],
+                                 env={**env, "XF_NATS_URL": f"nats://127.0.0.1:{nats_port}"},
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        watched: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: watched.put(watch.stdout.readline()), daemon=True).start()
+        try:
+            line = watched.get(timeout=30)
+        finally:
+            watch.kill()
+        assert accepted["case_number"] in line and "assigned (主办 lead)" in line and "邻居违规搭建" in line
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
