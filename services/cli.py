@@ -45,10 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     from services import runtime
     from shared.directory import ConfigError, load_directory
+    from shared.rules import load_routing
 
     if args.command in ("up", "run"):
-        try:  # a bad directory stops start-up with the file, line and field, not a traceback
-            load_directory(settings.config_dir)
+        try:  # a bad config stops start-up with the file, line and field, not a traceback
+            load_routing(settings.config_dir, load_directory(settings.config_dir))
         except ConfigError as exc:
             print(f"bad configuration: {exc}", file=sys.stderr)
             return 2

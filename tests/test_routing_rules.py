@@ -111,3 +111,14 @@ def test_unknown_codes_in_rules_stop_start_up_with_file_and_line(tmp_path: Path,
     _append(config, rule)
     with pytest.raises(ConfigError, match=rf"routing\.yaml:\d+: rules\[\d+\]\.?{message}"):
         load_routing(config, DIRECTORY)
+
+
+def test_routing_does_not_start_on_conflicting_rules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    from services.cli import main
+
+    config = _rules_copy(tmp_path)
+    line = _append(config, "- id: forestry-twice\n  priority: 10\n  categories: [logging_permit]\n  lead: agri\n")
+    monkeypatch.setenv("XF_CONFIG_DIR", str(config))
+    assert main(["run", "routing"]) == 2
+    assert f"routing.yaml:{line}: rules[24]: conflicts with rule 'logging-permit'" in capsys.readouterr().err
