@@ -45,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     settings = Settings()
     from services import runtime
     from shared.directory import ConfigError, load_directory
+    from shared.policy import load_policy
     from shared.rules import load_routing
 
     if args.command in ("up", "run"):
         try:  # a bad config stops start-up with the file, line and field, not a traceback
             load_routing(settings.config_dir, load_directory(settings.config_dir))
+            load_policy(settings.config_dir)
         except ConfigError as exc:
             print(f"bad configuration: {exc}", file=sys.stderr)
             return 2

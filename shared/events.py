@@ -101,6 +101,8 @@ class CaseReceived(CaseEvent):
     visit_id: str | None = None
     delegation: Delegation | None = None
     referral: Referral | None = None
+    # Keyed hash of the resident's query code: supervision checks a progress lookup against it.
+    query_code_hash: str | None = None
 
 
 class PetitionerFeedback(CaseEvent):
@@ -374,6 +376,11 @@ class UndecodableEvent(ValueError):
 
 def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
+
+
+def decode_dict(raw: dict) -> Event:
+    """An event stored as a dict (e.g. on a timeline) back as its model."""
+    return EVENT_TYPES[raw["type"]].model_validate(raw)
 
 
 def decode(data: bytes) -> Event:

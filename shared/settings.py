@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     consumer_batch: int = Field(100, ge=1, le=1000)  # events fetched and applied per transaction
     consumer_max_deliver: int = 5
 
+    # Supervision: how often deadlines are swept; time travel (tests and demos only) lets
+    # POST /api/v1/clock/advance move supervision's clock, and sweeps then catch up exactly.
+    sweep_interval_s: float = 60.0
+    time_travel: bool = False
+
     log_level: str = "INFO"
 
     def db_url(self, service: str) -> str:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from prometheus_client import Counter
 from pydantic import BaseModel
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, select
 
 from services.intake import domain, tables
 from services.intake.schemas import (
@@ -27,8 +27,9 @@ from services.intake.schemas import (
     ReviewIn,
 )
 from shared import events as ev
+from shared import sequences
 from shared.clock import Clock
-from shared.db import UnitOfWork, insert_ignore
+from shared.db import UnitOfWork
 from shared.directory import Directory
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound
 from shared.metrics import ServiceMetrics
@@ -148,7 +149,7 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
             earlier.setdefault(id_hash, []).append(domain.EarlierCase(row["number"], sub.title, now))
         accepted = _accepted(row)
         rows.append(row)
-        events.append(_received_event(row, d.actor))
+        events.append(_received_event(row, d.actor, intake.settings.id_hash_key.get_secret_value()))
         if d.key:
             keys.append({"key": d.key, "request_hash": request_hash(sub),
                          "response": accepted.model_dump(mode="json"), "created_at": now})
@@ -163,11 +164,8 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
 
 
 def allocate(conn: Connection, name: str, n: int) -> int:
-    """Advance the gap-free counter ``name`` by ``n`` inside the caller's transaction; the new last."""
-    insert_ignore(conn, tables.counters, [{"name": name, "last": 0}])
-    c = tables.counters.c
-    return conn.execute(update(tables.counters).where(c.name == name).values(last=c.last + n)
-                        .returning(c.last)).scalar_one()
+    """Advance intake's gap-free counter ``name`` by ``n``; the new last number."""
+    return sequences.allocate(conn, tables.counters, name, n)
 
 
 def _existing_keys(conn: Connection, keys: list[str]) -> dict[str, tuple[str, dict]]:
@@ -242,7 +240,8 @@ def _accepted(row: dict) -> CaseAccepted:
                         channel=row["channel"], repeat_of=row["repeat_of"], flags=_flags(row))
 
 
-def _received_event(row: dict, actor: ev.Actor) -> ev.CaseReceived:
+def _received_event(row: dict, actor: ev.Actor, key: str) -> ev.CaseReceived:
+    query_hash = domain.resident_key(key, row["query_code"])
     return ev.CaseReceived(
         case_id=row["number"], occurred_at=row["received_at"], actor=actor, channel=row["channel"],
         title=row["title"], content=row["content"], category=row["category"], township=row["township"],
@@ -256,6 +255,7 @@ def _received_event(row: dict, actor: ev.Actor) -> ev.CaseReceived:
                                  service_type=row["service_type"]) if row["agent_id"] else None,
         referral=ev.Referral(doc_no=row["referral_doc_no"], from_office=row["referral_from"])
         if row["referral_doc_no"] else None,
+        query_code_hash=query_hash,
     )
 
 

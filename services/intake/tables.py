@@ -5,6 +5,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Column, Date, Index, Integer, 
 
 from shared.db import UtcDateTime
 from shared.outbox import outbox_table
+from shared.sequences import counters_table
 
 metadata = MetaData()
 
@@ -50,11 +51,7 @@ cases = Table(
 
 # Gap-free sequences ("case:2026", "drive:2026", "visit:2026"): incremented inside the transaction
 # that uses the number, so a rollback returns it.
-counters = Table(
-    "counters", metadata,
-    Column("name", String(32), primary_key=True),
-    Column("last", BigInteger, nullable=False),
-)
+counters = counters_table(metadata)
 
 # Idempotency-Key → the answer first given, replayed for the same body; 409 for another body.
 idempotency_keys = Table(

@@ -64,7 +64,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_cases_year_seq', ['year', 'seq'], unique=True)
 
     op.create_table('counters',
-    sa.Column('name', sa.String(length=32), nullable=False),
+    sa.Column('name', sa.String(length=64), nullable=False),
     sa.Column('last', sa.BigInteger(), nullable=False),
     sa.PrimaryKeyConstraint('name')
     )

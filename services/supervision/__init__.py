@@ -1,0 +1,1 @@
+"""supervision: each case's lifecycle, its legal deadlines, reminders, overdue escalation, notices."""

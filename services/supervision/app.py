@@ -1,0 +1,37 @@
+"""Wiring of the supervision service: ``create_app()`` builds a fresh app (tests build many)."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.supervision import api, handlers, tables
+from services.supervision.service import Supervision, SupervisionMetrics
+from shared.clock import Clock, ManualClock, SystemClock
+from shared.directory import Directory, load_directory
+from shared.http import install_common
+from shared.policy import load_policy
+from shared.settings import Settings
+from shared.wiring import ServicePlumbing
+
+SERVICE = "supervision"
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None,
+               directory: Directory | None = None) -> FastAPI:
+    settings = settings or Settings()
+    directory = directory or load_directory(settings.config_dir)
+    if clock is None:
+        clock = ManualClock(SystemClock().now()) if settings.time_travel else SystemClock()
+    metrics = SupervisionMetrics()
+    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics)
+    sup = Supervision(uow=plumbing.uow, directory=directory, policy=load_policy(settings.config_dir), clock=clock,
+                      metrics=metrics, settings=settings)
+    plumbing.workers += [handlers.build_consumer(sup, plumbing), handlers.Sweeper(sup, settings.sweep_interval_s)]
+
+    app = FastAPI(title="xinfang supervision", version="1", lifespan=plumbing.lifespan(),
+                  description="Each case's lifecycle and legal deadlines: reminders, overdue, escalation, "
+                              "closing, numbered supervision notices, and every case's timeline.")
+    app.state.supervision = sup
+    app.state.relay = plumbing.relay
+    install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
+    app.include_router(api.build_router(sup))
+    return app

@@ -1,0 +1,4 @@
+from services.supervision.tables import metadata
+from shared.db import run_alembic_env
+
+run_alembic_env(metadata)

@@ -1,0 +1,137 @@
+"""督办通知: numbered supervision notices (a sequence per year and notice type, 〔2026〕3号),
+rendered to Markdown and DOCX, stored, published, and the units' replies tracked."""
+from __future__ import annotations
+
+import io
+from datetime import date
+
+from sqlalchemy import select
+
+from services.supervision import tables
+from services.supervision.service import Supervision, due_list
+from shared import events as ev
+from shared.errors import FieldError, InvalidInput, NotFound
+from shared.outbox import enqueue
+from shared.policy import CHINA_TZ
+from shared.sequences import allocate
+
+NOTICE_TYPES = {"overdue": "超期督办通知", "reminder": "催办通知", "important": "重要信访件督办通知"}
+
+
+def issue_notice(sup: Supervision, notice_type: str, units: list[str] | None, case_ids: list[str] | None,
+                 demands: str, reply_by: date, issued_by: str) -> dict:
+    """List the chosen (or all) overdue cases of the given (or all) units; number, render, publish."""
+    d = sup.directory
+    errors = [FieldError("notice_type", f"unknown notice type {notice_type!r}", valid=sorted(NOTICE_TYPES))
+              ] if notice_type not in NOTICE_TYPES else []
+    errors += [FieldError(f"units[{i}]", f"unknown unit {u!r}") for i, u in enumerate(units or []) if u not in d.units]
+    if errors:
+        raise InvalidInput(errors)
+    overdue = [x for x in due_list(sup, overdue=True) if not units or x["unit"] in units]
+    if case_ids:
+        missing = sorted(set(case_ids) - {x["case_id"] for x in overdue})
+        if missing:
+            raise InvalidInput([FieldError("case_ids", f"not overdue for these units: {', '.join(missing)}")])
+        overdue = [x for x in overdue if x["case_id"] in case_ids]
+    if not overdue:
+        raise InvalidInput([FieldError("units", "no overdue case to list")])
+    now = sup.clock.now()
+    year = now.astimezone(CHINA_TZ).year
+    listed_units = sorted({x["unit"] for x in overdue})
+    with sup.uow.begin() as conn:
+        seq = allocate(conn, tables.counters, f"notice:{notice_type}:{year}")
+        notice_no = f"〔{year}〕{seq}号"
+        markdown = render_markdown(sup, notice_type, notice_no, overdue, demands, reply_by, now.date())
+        conn.execute(tables.notices.insert(), {
+            "notice_id": f"{notice_type}-{year}-{seq}", "notice_no": notice_no, "notice_type": notice_type,
+            "year": year, "seq": seq, "units": listed_units, "case_ids": sorted({x["case_id"] for x in overdue}),
+            "demands": demands, "reply_by": reply_by, "issued_by": issued_by, "issued_at": now, "markdown": markdown,
+            "docx": render_docx(sup, notice_type, notice_no, overdue, demands, reply_by)})
+        enqueue(conn, tables.outbox, [ev.SupervisionNoticeIssued(
+            occurred_at=now, actor=ev.Actor(kind="supervisor", id=issued_by), notice_no=notice_no,
+            notice_type=notice_type, year=year, seq=seq, units=listed_units,
+            case_ids=sorted({x["case_id"] for x in overdue}), demands=demands, reply_by=reply_by)], now)
+    return get_notice(sup, f"{notice_type}-{year}-{seq}")
+
+
+def _rows(sup: Supervision, overdue: list[dict]) -> list[tuple[str, str, str, str]]:
+    names = {code: u.name for code, u in sup.directory.units.items()}
+    kinds = {"accept": "受理告知", "sign": "签收", "reply": "办理答复", "review": "复查", "re_review": "复核",
+             "agent": "代办"}
+    return [(x["case_id"], names.get(x["unit"], x["unit"]), kinds.get(x["due_kind"], x["due_kind"]),
+             x["due_at"].astimezone(CHINA_TZ).strftime("%Y年%m月%d日")) for x in overdue]
+
+
+def render_markdown(sup: Supervision, notice_type: str, notice_no: str, overdue: list[dict], demands: str,
+                    reply_by: date, issued_on: date) -> str:
+    county = sup.directory.county.name
+    lines = [f"# {county}信访局{NOTICE_TYPES[notice_type]}", "", f"**{notice_no}**", "",
+             f"下列信访事项已超过办理期限，现予督办。{demands}", "",
+             "| 案件编号 | 责任单位 | 超期环节 | 期限 |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _rows(sup, overdue)]
+    lines += ["", f"请于{reply_by:%Y年%m月%d日}前将办理情况书面报送县信访局督办科。", "",
+              f"{county}信访局", f"{issued_on:%Y年%m月%d日}"]
+    return "\n".join(lines) + "\n"
+
+
+def render_docx(sup: Supervision, notice_type: str, notice_no: str, overdue: list[dict], demands: str,
+                reply_by: date) -> bytes:
+    from docx import Document
+
+    county = sup.directory.county.name
+    doc = Document()
+    doc.add_heading(f"{county}信访局{NOTICE_TYPES[notice_type]}", level=1)
+    doc.add_paragraph(notice_no)
+    doc.add_paragraph(f"下列信访事项已超过办理期限，现予督办。{demands}")
+    table = doc.add_table(rows=1, cols=4)
+    for cell, title in zip(table.rows[0].cells, ("案件编号", "责任单位", "超期环节", "期限")):
+        cell.text = title
+    for values in _rows(sup, overdue):
+        for cell, value in zip(table.add_row().cells, values):
+            cell.text = value
+    doc.add_paragraph(f"请于{reply_by:%Y年%m月%d日}前将办理情况书面报送县信访局督办科。")
+    doc.add_paragraph(f"{county}信访局")
+    out = io.BytesIO()
+    doc.save(out)
+    return out.getvalue()
+
+
+def get_notice(sup: Supervision, notice_id: str) -> dict:
+    n, r = tables.notices, tables.notice_replies
+    with sup.uow.engine.connect() as conn:
+        row = conn.execute(select(n).where(n.c.notice_id == notice_id)).first()
+        if row is None:
+            raise NotFound(f"no notice {notice_id}")
+        replies = [dict(x._mapping) for x in conn.execute(
+            select(r.c.unit, r.c.text, r.c.replied_at).where(r.c.notice_id == notice_id).order_by(r.c.id))]
+    return {"notice_id": row.notice_id, "notice_no": row.notice_no, "notice_type": row.notice_type,
+            "units": row.units, "case_ids": row.case_ids, "demands": row.demands, "reply_by": row.reply_by,
+            "issued_at": row.issued_at, "replies": replies,
+            "awaiting_reply": sorted(set(row.units) - {x["unit"] for x in replies})}
+
+
+def list_notices(sup: Supervision) -> list[dict]:
+    n = tables.notices
+    with sup.uow.engine.connect() as conn:
+        ids = list(conn.execute(select(n.c.notice_id).order_by(n.c.issued_at)).scalars())
+    return [get_notice(sup, i) for i in ids]
+
+
+def notice_document(sup: Supervision, notice_id: str, kind: str) -> bytes | str:
+    n = tables.notices
+    with sup.uow.engine.connect() as conn:
+        row = conn.execute(select(n.c.markdown, n.c.docx).where(n.c.notice_id == notice_id)).first()
+    if row is None:
+        raise NotFound(f"no notice {notice_id}")
+    return row.docx if kind == "docx" else row.markdown
+
+
+def record_reply(sup: Supervision, notice_id: str, unit: str, text: str) -> dict:
+    notice = get_notice(sup, notice_id)
+    if unit not in notice["units"]:
+        raise InvalidInput([FieldError("unit", f"{unit} is not named in {notice['notice_no']}",
+                                       valid=notice["units"])])
+    with sup.uow.begin() as conn:
+        conn.execute(tables.notice_replies.insert(), {"notice_id": notice_id, "unit": unit, "text": text,
+                                                      "replied_at": sup.clock.now()})
+    return get_notice(sup, notice_id)

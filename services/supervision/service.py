@@ -1,0 +1,269 @@
+"""Supervision's use cases: keep each case's fold current, sweep the deadlines, decide extensions.
+
+Every event about a case lands on its timeline; the case's state is re-folded from the timeline,
+so arrival order does not matter. What supervision itself decides (closing, archiving, reminders,
+overdue, escalation, extension decisions) goes on the timeline and into the outbox in the same
+transaction, guarded so that it happens once.
+"""
+from __future__ import annotations
+
+import hmac
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+
+from prometheus_client import Counter
+from sqlalchemy import Connection, select, update
+
+from services.supervision import domain, tables
+from shared import events as ev
+from shared.clock import Clock
+from shared.db import UnitOfWork, insert_ignore
+from shared.directory import Directory
+from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.metrics import ServiceMetrics
+from shared.outbox import enqueue
+from shared.policy import DeadlinePolicy
+from shared.settings import Settings
+
+SUPERVISION = ev.Actor(kind="service", id="supervision")
+ALERT_EVENTS = {"reminded": ev.CaseReminded, "overdue": ev.CaseOverdue, "escalated": ev.CaseEscalated}
+
+
+class SupervisionMetrics(ServiceMetrics):
+    def __init__(self) -> None:
+        super().__init__("supervision")
+        self.refused = Counter("xf_supervision_refused_events_total",
+                               "Events refused as illegal where they fall in a case's lifecycle", ["type"],
+                               registry=self.registry)
+        self.alerts = Counter("xf_supervision_alerts_total", "Reminders, overdue and escalations sent",
+                              ["stage", "kind"], registry=self.registry)
+
+
+@dataclass
+class Supervision:
+    uow: UnitOfWork
+    directory: Directory
+    policy: DeadlinePolicy
+    clock: Clock
+    metrics: SupervisionMetrics
+    settings: Settings
+
+    @property
+    def agent_days(self) -> dict[str, int]:
+        return {code: s.time_limit_days for code, s in self.directory.service_types.items()}
+
+
+# --- from the stream ----------------------------------------------------------------------------
+
+def apply_events(sup: Supervision, conn: Connection, events: list[ev.Event]) -> None:
+    touched = []
+    for event in events:
+        case_id = getattr(event, "case_id", None)
+        if case_id is None:
+            continue
+        _record(conn, event)
+        if case_id not in touched:
+            touched.append(case_id)
+    for case_id in touched:
+        refresh(sup, conn, case_id)
+
+
+def _record(conn: Connection, event: ev.Event, status: str = "applied") -> None:
+    insert_ignore(conn, tables.timeline, [{
+        "event_id": event.event_id, "case_id": event.case_id, "occurred_at": event.occurred_at, "type": event.type,
+        "unit": getattr(event, "unit", None), "payload": event.model_dump(mode="json"), "status": status, "reason": ""}])
+
+
+def _emit(conn: Connection, event: ev.Event, now: datetime) -> None:
+    """What supervision decides: on the timeline and in the outbox, in the caller's transaction."""
+    _record(conn, event)
+    enqueue(conn, tables.outbox, [event], now)
+
+
+def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseState:
+    """Re-fold a case from its timeline, mark each event applied or refused, close it when due."""
+    t = tables.timeline
+    rows = conn.execute(select(t.c.event_id, t.c.payload, t.c.status, t.c.reason).where(t.c.case_id == case_id)).all()
+    events = [ev.decode_dict(r.payload) for r in rows]
+    state, verdicts = domain.fold(events, sup.policy, sup.agent_days)
+    received = state.state != "new"
+    for row, event, verdict in zip(rows, events, verdicts):
+        status = "applied" if verdict.applied or not received else "refused"
+        if (status, verdict.reason) != (row.status, row.reason):
+            conn.execute(update(t).where(t.c.event_id == row.event_id).values(status=status, reason=verdict.reason))
+            if status == "refused":
+                sup.metrics.refused.labels(event.type).inc()
+    now = sup.clock.now()
+    reason = domain.should_close(state, now, sup.policy)
+    if reason == "satisfied" and _once(conn, case_id, "close", state.replied_at, "closed", now):
+        latest = max(e.occurred_at for e in events)  # after the feedback, whatever this clock says
+        _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=max(now, latest), actor=SUPERVISION,
+                                  reason=reason), now)
+        return refresh(sup, conn, case_id)
+    _store(conn, case_id, state, events)
+    return state
+
+
+def _store(conn: Connection, case_id: str, s: domain.CaseState, events: list[ev.Event]) -> None:
+    received = next((e for e in events if isinstance(e, ev.CaseReceived)), None)
+    row = {"state": s.state, "lead": s.lead, "co": sorted(s.co), "leader": s.leader, "received_at": s.received_at,
+           "replied_at": s.replied_at, "closed_at": s.closed_at,
+           "satisfied": None if s.satisfied is None else ("yes" if s.satisfied else "no"),
+           "dues": [_due_json(d) for d in s.dues],
+           "query_code_hash": received.query_code_hash if received else None}
+    c = tables.cases
+    if conn.execute(update(c).where(c.c.case_id == case_id).values(**row)).rowcount == 0:
+        conn.execute(c.insert(), {"case_id": case_id, **row})
+
+
+def _due_json(d: domain.Due) -> dict:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(d).items()}
+
+
+def _once(conn: Connection, case_id: str, kind: str, due_at: datetime, stage: str, now: datetime) -> bool:
+    """True for the first caller only, across sweeps and replicas (the alerts table's key)."""
+    return insert_ignore(conn, tables.alerts, [{"case_id": case_id, "kind": kind, "due_at": due_at, "stage": stage,
+                                                "sent_at": now}]) == 1
+
+
+# --- sweeps -------------------------------------------------------------------------------------
+
+def sweep(sup: Supervision, batch: int = 500) -> int:
+    """Send every reminder, overdue and escalation whose time has come, close unanswered replies
+    and archive old closed cases. Each fires once per due date; returns how many events it sent."""
+    now = sup.clock.now()
+    c = tables.cases
+    sent = 0
+    with sup.uow.engine.connect() as conn:
+        case_ids = list(conn.execute(select(c.c.case_id).where(c.c.state.notin_(["new", "archived"]))
+                                     .order_by(c.c.case_id)).scalars())
+    for start in range(0, len(case_ids), batch):
+        with sup.uow.begin() as conn:
+            for case_id in case_ids[start:start + batch]:
+                sent += _sweep_case(sup, conn, case_id, now)
+    return sent
+
+
+def _sweep_case(sup: Supervision, conn: Connection, case_id: str, now: datetime) -> int:
+    state = refresh(sup, conn, case_id)
+    office = sup.directory.county.supervision_office
+    sent = 0
+    for stage, due in domain.alerts_due(state, now, sup.policy):
+        if not _once(conn, case_id, due.kind, due.due_at, stage, now):
+            continue
+        extra = {"leader_id": state.leader} if stage == "escalated" else {}
+        _emit(conn, ALERT_EVENTS[stage](case_id=case_id, occurred_at=now, actor=SUPERVISION, unit=due.unit or office,
+                                        due_kind=due.kind, due_at=due.due_at, **extra), now)
+        sup.metrics.alerts.labels(stage, due.kind).inc()
+        sent += 1
+    reason = domain.should_close(state, now, sup.policy)
+    if reason and _once(conn, case_id, "close", state.replied_at, "closed", now):
+        _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=now, actor=SUPERVISION, reason=reason), now)
+        sent += 1
+        state = refresh(sup, conn, case_id)
+    if domain.should_archive(state, now, sup.policy) and _once(conn, case_id, "archive", state.closed_at, "archived", now):
+        _emit(conn, ev.CaseArchived(case_id=case_id, occurred_at=now, actor=SUPERVISION), now)
+        sent += 1
+        refresh(sup, conn, case_id)
+    return sent
+
+
+# --- the supervision office ---------------------------------------------------------------------
+
+def decide_extension(sup: Supervision, case_id: str, approved: bool, days: int, reason: str, by: str) -> dict:
+    """延期审批 by the supervision office; publishes ExtensionDecided to the lead unit."""
+    now = sup.clock.now()
+    with sup.uow.begin() as conn:
+        state = refresh(sup, conn, case_id)
+        if state.state == "new":
+            raise NotFound(f"supervision has not seen case {case_id}")
+        if state.extension != "requested":
+            raise Conflict(f"case {case_id} has no extension request waiting")
+        if approved and not 0 < days <= sup.policy.max_extension_days:
+            raise InvalidInput([FieldError("days", f"between 1 and {sup.policy.max_extension_days}")])
+        reply_due = next((d for d in state.open_dues() if d.kind == "reply"), None)
+        _emit(conn, ev.ExtensionDecided(
+            case_id=case_id, occurred_at=now, actor=ev.Actor(kind="supervisor", id=by), unit=state.lead,
+            approved=approved, days=days if approved else 0, reason=reason,
+            new_due_at=reply_due.due_at + timedelta(days=days) if approved and reply_due else None), now)
+        refresh(sup, conn, case_id)
+    return case_view(sup, case_id)
+
+
+# --- queries ------------------------------------------------------------------------------------
+
+def timeline(sup: Supervision, case_id: str) -> list[dict]:
+    t = tables.timeline
+    with sup.uow.engine.connect() as conn:
+        rows = conn.execute(select(t).where(t.c.case_id == case_id).order_by(t.c.occurred_at, t.c.event_id)).all()
+    if not rows:
+        raise NotFound(f"supervision has not seen case {case_id}")
+    return [{"at": r.occurred_at, "event": r.type, "unit": r.unit, "actor": r.payload.get("actor"),
+             "status": r.status, "reason": r.reason or None, "event_id": r.event_id} for r in rows]
+
+
+def case_view(sup: Supervision, case_id: str) -> dict:
+    c = tables.cases
+    with sup.uow.engine.connect() as conn:
+        r = conn.execute(select(c).where(c.c.case_id == case_id)).first()
+    if r is None:
+        raise NotFound(f"supervision has not seen case {case_id}")
+    return {"case_id": r.case_id, "state": r.state, "lead": r.lead, "co": r.co, "leader": r.leader,
+            "received_at": r.received_at, "replied_at": r.replied_at, "closed_at": r.closed_at, "dues": r.dues}
+
+
+def cases_by(sup: Supervision, unit: str | None, state: str | None) -> list[dict]:
+    c = tables.cases
+    q = select(c.c.case_id, c.c.state, c.c.lead, c.c.dues).where(c.c.state.notin_(["closed", "archived"]))
+    if unit:
+        q = q.where(c.c.lead == unit)
+    if state:
+        q = q.where(c.c.state == state)
+    with sup.uow.engine.connect() as conn:
+        return [{"case_id": r.case_id, "state": r.state, "lead": r.lead, "next_due": _next_due(r.dues)}
+                for r in conn.execute(q.order_by(c.c.case_id))]
+
+
+def _next_due(dues: list[dict]) -> dict | None:
+    open_dues = sorted((d for d in dues if d["met_at"] is None), key=lambda d: d["due_at"])
+    return open_dues[0] if open_dues else None
+
+
+def due_list(sup: Supervision, *, overdue: bool, within_days: int = 3, unit: str | None = None) -> list[dict]:
+    """Open due dates already passed (overdue) or falling within ``within_days`` (due soon)."""
+    now = sup.clock.now()
+    horizon = now + timedelta(days=within_days)
+    out = []
+    for case in cases_by(sup, unit, None):
+        with sup.uow.engine.connect() as conn:
+            dues = conn.execute(select(tables.cases.c.dues).where(tables.cases.c.case_id == case["case_id"])).scalar()
+        for d in dues:
+            if d["met_at"] is not None:
+                continue
+            at = datetime.fromisoformat(d["due_at"])
+            if (overdue and at <= now) or (not overdue and now < at <= horizon):
+                out.append({"case_id": case["case_id"], "state": case["state"], "unit": d["unit"] or case["lead"],
+                            "due_kind": d["kind"], "due_at": at})
+    return sorted(out, key=lambda x: x["due_at"])
+
+
+PUBLIC_EVENTS = {"CaseReceived": "已受理登记", "CaseAssigned": "已交办", "UnitSigned": "承办单位已签收",
+                 "ProgressReported": "办理中", "ExtensionDecided": "办理期限已调整", "CaseReplied": "已答复",
+                 "ReviewRequested": "复查/复核申请已受理", "CaseClosed": "已办结", "CaseArchived": "已归档"}
+
+
+def resident_progress(sup: Supervision, case_id: str, query_code: str) -> dict:
+    """The resident's view: the state and the public steps, nothing internal, no other person's data."""
+    c = tables.cases
+    with sup.uow.engine.connect() as conn:
+        r = conn.execute(select(c.c.state, c.c.query_code_hash).where(c.c.case_id == case_id)).first()
+    key = sup.settings.id_hash_key.get_secret_value()
+    given = hmac.new(key.encode(), query_code.upper().encode(), "sha256").hexdigest()
+    if r is None or r.query_code_hash is None or not hmac.compare_digest(given, r.query_code_hash):
+        raise NotFound(f"no case {case_id} with this query code")
+    steps: list[dict] = []
+    for s in timeline(sup, case_id):
+        step = PUBLIC_EVENTS.get(s["event"])
+        if step and s["status"] == "applied" and (not steps or steps[-1]["step"] != step):
+            steps.append({"at": s["at"], "step": step})
+    return {"case_id": case_id, "state": r.state, "steps": steps, "as_of": datetime.now(timezone.utc)}

@@ -1,0 +1,95 @@
+"""Supervision's tables: every case event on a timeline, each case's folded state and due dates,
+the alerts already sent (once per due date and stage), and supervision notices."""
+from __future__ import annotations
+
+from sqlalchemy import (
+                        JSON,
+                        BigInteger,
+                        Column,
+                        Date,
+                        Index,
+                        Integer,
+                        LargeBinary,
+                        MetaData,
+                        PrimaryKeyConstraint,
+                        String,
+                        Table,
+                        Text,
+)
+
+from shared.db import UtcDateTime
+from shared.inbox import inbox_table
+from shared.outbox import outbox_table
+from shared.sequences import counters_table
+
+metadata = MetaData()
+
+timeline = Table(
+    "timeline", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("case_id", String(32), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("unit", String(64)),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(8), nullable=False),  # applied, refused
+    Column("reason", Text, nullable=False),
+    Index("ix_timeline_case", "case_id", "occurred_at"),
+)
+
+cases = Table(
+    "cases", metadata,
+    Column("case_id", String(32), primary_key=True),
+    Column("state", String(16), nullable=False, index=True),
+    Column("lead", String(64), index=True),
+    Column("co", JSON, nullable=False),
+    Column("leader", String(64)),
+    Column("received_at", UtcDateTime()),
+    Column("replied_at", UtcDateTime()),
+    Column("closed_at", UtcDateTime()),
+    Column("satisfied", String(8)),  # yes, no, or null: no feedback yet
+    Column("dues", JSON, nullable=False),
+    Column("query_code_hash", String(64)),
+)
+
+# One row per (case, due date, stage) ever sent: the sweep inserts before it publishes, so a due
+# date fires once however often sweeps run and however many replicas run them.
+alerts = Table(
+    "alerts", metadata,
+    Column("case_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("due_at", UtcDateTime(), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("sent_at", UtcDateTime(), nullable=False),
+    PrimaryKeyConstraint("case_id", "kind", "due_at", "stage"),
+)
+
+notices = Table(
+    "notices", metadata,
+    Column("notice_id", String(64), primary_key=True),  # <type>-<year>-<seq>
+    Column("notice_no", String(32), nullable=False),  # 〔2026〕3号
+    Column("notice_type", String(32), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("units", JSON, nullable=False),
+    Column("case_ids", JSON, nullable=False),
+    Column("demands", Text, nullable=False),
+    Column("reply_by", Date, nullable=False),
+    Column("issued_by", String(64)),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("markdown", Text, nullable=False),
+    Column("docx", LargeBinary, nullable=False),
+)
+
+notice_replies = Table(
+    "notice_replies", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("notice_id", String(64), nullable=False, index=True),
+    Column("unit", String(64), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("replied_at", UtcDateTime(), nullable=False),
+)
+
+counters = counters_table(metadata)
+inbox = inbox_table(metadata)
+outbox = outbox_table(metadata)
