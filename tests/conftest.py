@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from services.intake.app import create_app
 from services.runtime import NatsServer
+from shared.clock import ManualClock, SystemClock
 from shared.db import make_engine
 from shared.settings import Settings
 from tests.helpers import free_port
@@ -64,7 +65,8 @@ def db_url(database: Callable[[str], str]) -> str:
 @pytest.fixture
 def settings(tmp_path: Path, nats_server: NatsServer, database: Callable[[str], str]) -> Settings:
     return Settings(data_dir=tmp_path / "var", nats_url=nats_server.url, intake_db_url=database("intake"),
-                    routing_db_url=database("routing"), relay_poll_s=0.1, clerk_token=None, log_level="WARNING")
+                    routing_db_url=database("routing"), supervision_db_url=database("supervision"),
+                    relay_poll_s=0.1, clerk_token=None, log_level="WARNING", time_travel=True)
 
 
 @pytest.fixture
@@ -94,5 +96,26 @@ def routing(settings: Settings) -> Iterator[TestClient]:
 @pytest.fixture
 def routing_db(settings: Settings, routing: TestClient) -> Iterator:
     engine = make_engine(settings.db_url("routing"))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """Supervision's clock in tests: it starts now and moves only when a test moves it."""
+    return ManualClock(SystemClock().now())
+
+
+@pytest.fixture
+def supervision(settings: Settings, clock: ManualClock) -> Iterator[TestClient]:
+    from services.supervision.app import create_app as create_supervision
+
+    with TestClient(create_supervision(settings, clock=clock)) as client:
+        yield client
+
+
+@pytest.fixture
+def supervision_db(settings: Settings, supervision: TestClient) -> Iterator:
+    engine = make_engine(settings.db_url("supervision"))
     yield engine
     engine.dispose()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from services.supervision import domain, tables
 from shared import events as ev
@@ -96,8 +96,7 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
     now = sup.clock.now()
     reason = domain.should_close(state, now, sup.policy)
     if reason == "satisfied" and _once(conn, case_id, "close", state.replied_at, "closed", now):
-        latest = max(e.occurred_at for e in events)  # after the feedback, whatever this clock says
-        _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=max(now, latest), actor=SUPERVISION,
+        _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
                                   reason=reason), now)
         return refresh(sup, conn, case_id)
     _store(conn, case_id, state, events)
@@ -118,6 +117,16 @@ def _store(conn: Connection, case_id: str, s: domain.CaseState, events: list[ev.
 
 def _due_json(d: domain.Due) -> dict:
     return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(d).items()}
+
+
+def _decided_at(conn: Connection, case_id: str, now: datetime) -> datetime:
+    """When a decision about a case happens: now, but never before the case's latest event (other
+    services' clocks, or a test's clock, may run ahead of this one), so the fold sees it last."""
+    t = tables.timeline
+    latest = conn.execute(select(func.max(t.c.occurred_at)).where(t.c.case_id == case_id)).scalar()
+    if latest is not None and latest.tzinfo is None:
+        latest = latest.replace(tzinfo=timezone.utc)
+    return max(now, latest) if latest else now
 
 
 def _once(conn: Connection, case_id: str, kind: str, due_at: datetime, stage: str, now: datetime) -> bool:
@@ -152,17 +161,20 @@ def _sweep_case(sup: Supervision, conn: Connection, case_id: str, now: datetime)
         if not _once(conn, case_id, due.kind, due.due_at, stage, now):
             continue
         extra = {"leader_id": state.leader} if stage == "escalated" else {}
-        _emit(conn, ALERT_EVENTS[stage](case_id=case_id, occurred_at=now, actor=SUPERVISION, unit=due.unit or office,
+        _emit(conn, ALERT_EVENTS[stage](case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
+                                        unit=due.unit or office,
                                         due_kind=due.kind, due_at=due.due_at, **extra), now)
         sup.metrics.alerts.labels(stage, due.kind).inc()
         sent += 1
     reason = domain.should_close(state, now, sup.policy)
     if reason and _once(conn, case_id, "close", state.replied_at, "closed", now):
-        _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=now, actor=SUPERVISION, reason=reason), now)
+        _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
+                                  reason=reason), now)
         sent += 1
         state = refresh(sup, conn, case_id)
     if domain.should_archive(state, now, sup.policy) and _once(conn, case_id, "archive", state.closed_at, "archived", now):
-        _emit(conn, ev.CaseArchived(case_id=case_id, occurred_at=now, actor=SUPERVISION), now)
+        _emit(conn, ev.CaseArchived(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION),
+              now)
         sent += 1
         refresh(sup, conn, case_id)
     return sent
@@ -183,7 +195,7 @@ def decide_extension(sup: Supervision, case_id: str, approved: bool, days: int, 
             raise InvalidInput([FieldError("days", f"between 1 and {sup.policy.max_extension_days}")])
         reply_due = next((d for d in state.open_dues() if d.kind == "reply"), None)
         _emit(conn, ev.ExtensionDecided(
-            case_id=case_id, occurred_at=now, actor=ev.Actor(kind="supervisor", id=by), unit=state.lead,
+            case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=ev.Actor(kind="supervisor", id=by), unit=state.lead,
             approved=approved, days=days if approved else 0, reason=reason,
             new_due_at=reply_due.due_at + timedelta(days=days) if approved and reply_due else None), now)
         refresh(sup, conn, case_id)
