@@ -99,8 +99,9 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict]) -> int:
     if not rows:
         return 0
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).on_conflict_do_nothing()
-    return conn.execute(stmt, list(rows)).rowcount
+    # Counted with RETURNING: a driver's rowcount for a many-row insert is not to be trusted.
+    stmt = dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    return len(conn.execute(stmt, list(rows)).all())
 
 
 # --- migrations ---------------------------------------------------------------------------------

@@ -62,3 +62,12 @@ def nth_working_day_after(day: date, n: int) -> date:
         if is_working_day(day):
             n -= 1
     return day
+
+
+def schedule_known_through() -> int:
+    """The last year whose official schedule (holidays and make-up working days) the installed
+    ``holidays`` package knows; later years get the statutory holidays without make-up days."""
+    year = date.today().year + 1
+    while year > 2000 and not any(d.year == year for d in _china(year).weekend_workdays):
+        year -= 1
+    return year

@@ -19,11 +19,11 @@ from tests.helpers import case_body, free_port, outbox_pending, read_subject, wa
 
 
 def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    nats_port, intake_port, routing_port = free_port(), free_port(), free_port()
+    nats_port, intake_port, routing_port, supervision_port = free_port(), free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("XF_")}
     env.update({"XF_DATA_DIR": str(tmp_path / "var"), "XF_EMBEDDED_NATS_PORT": str(nats_port),
                 "XF_EMBEDDED_NATS_MONITOR_PORT": str(free_port()), "XF_INTAKE_PORT": str(intake_port),
-                "XF_ROUTING_PORT": str(routing_port),
+                "XF_ROUTING_PORT": str(routing_port), "XF_SUPERVISION_PORT": str(supervision_port),
                 "XF_LOG_LEVEL": "WARNING"})
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -35,8 +35,8 @@ def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_o
             output.append(lines.get(timeout=60))
         printed = "".join(output)
         assert f"nats://127.0.0.1:{nats_port}" in printed and f"http://127.0.0.1:{intake_port}" in printed
-        assert f"http://127.0.0.1:{routing_port}" in printed
-        assert (tmp_path / "var" / "intake.db").exists() and (tmp_path / "var" / "routing.db").exists()
+        assert f"http://127.0.0.1:{routing_port}" in printed and f"http://127.0.0.1:{supervision_port}" in printed
+        assert all((tmp_path / "var" / f"{s}.db").exists() for s in ("intake", "routing", "supervision"))
 
         engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'intake.db'}")
 
@@ -73,6 +73,11 @@ def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_o
         finally:
             watch.kill()
         assert accepted["case_number"] in line and "assigned (主办 lead)" in line and "邻居违规搭建" in line
+
+        # Supervision is up too: the case's timeline has its receipt and its assignment.
+        timeline = f"http://127.0.0.1:{supervision_port}/api/v1/cases/{accepted['case_number']}/timeline"
+        wait_until(lambda: [s["event"] for s in httpx.get(timeline).json()] == ["CaseReceived", "CaseAssigned"]
+                   if httpx.get(timeline).status_code == 200 else False, what="the timeline")
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)

@@ -126,3 +126,8 @@ def test_sweep_stages_come_in_order_around_a_due_date() -> None:
     assert domain.alerts_due(state, sign.due_at - timedelta(days=4), POLICY) == []
     stages = [s for s, d in domain.alerts_due(state, sign.due_at + timedelta(days=6), POLICY) if d.kind == "sign"]
     assert stages == ["reminded", "overdue", "escalated"]
+
+
+def test_the_installed_calendar_knows_2026s_make_up_days() -> None:
+    from shared.policy import schedule_known_through
+    assert schedule_known_through() >= 2026

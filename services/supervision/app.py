@@ -1,6 +1,8 @@
 """Wiring of the supervision service: ``create_app()`` builds a fresh app (tests build many)."""
 from __future__ import annotations
 
+import logging
+
 from fastapi import FastAPI
 
 from services.supervision import api, handlers, tables
@@ -8,11 +10,12 @@ from services.supervision.service import Supervision, SupervisionMetrics
 from shared.clock import Clock, ManualClock, SystemClock
 from shared.directory import Directory, load_directory
 from shared.http import install_common
-from shared.policy import load_policy
+from shared.policy import load_policy, schedule_known_through
 from shared.settings import Settings
 from shared.wiring import ServicePlumbing
 
 SERVICE = "supervision"
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None,
@@ -26,6 +29,13 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     sup = Supervision(uow=plumbing.uow, directory=directory, policy=load_policy(settings.config_dir), clock=clock,
                       metrics=metrics, settings=settings)
     plumbing.workers += [handlers.build_consumer(sup, plumbing), handlers.Sweeper(sup, settings.sweep_interval_s)]
+
+    async def check_calendar() -> None:
+        known = schedule_known_through()
+        if sup.policy.calendar == "working_days" and clock.now().year > known:
+            log.warning("working-day deadlines: the holidays package knows China's schedule only through "
+                        f"{known}; update it for make-up working days", extra={"fields": {"known_through": known}})
+    plumbing.on_start.append(check_calendar)
 
     app = FastAPI(title="xinfang supervision", version="1", lifespan=plumbing.lifespan(),
                   description="Each case's lifecycle and legal deadlines: reminders, overdue, escalation, "

@@ -66,7 +66,7 @@ class CaseState:
 
 def fold(events: list[ev.Event], policy: DeadlinePolicy, agent_days: dict[str, int]) -> tuple[CaseState, list[Verdict]]:
     """Apply events in the order they happened; a verdict per event, in the order given."""
-    order = sorted(range(len(events)), key=lambda i: (events[i].occurred_at, _RANK.get(type(events[i]), 50)))
+    order = sorted(range(len(events)), key=lambda i: happened(events[i].occurred_at, events[i].type))
     state = CaseState()
     verdicts: list[Verdict | None] = [None] * len(events)
     for i in order:
@@ -75,8 +75,13 @@ def fold(events: list[ev.Event], policy: DeadlinePolicy, agent_days: dict[str, i
 
 
 # Same instant: the cause before its effect.
-_RANK = {ev.CaseReceived: 0, ev.CaseAssigned: 10, ev.CaseNeedsTriage: 10, ev.UnitSigned: 20, ev.CaseReplied: 30,
-         ev.PetitionerFeedback: 40, ev.CaseClosed: 45, ev.ReviewRequested: 46, ev.CaseArchived: 60}
+_RANK = {"CaseReceived": 0, "CaseAssigned": 10, "CaseNeedsTriage": 10, "UnitSigned": 20, "CaseReplied": 30,
+         "PetitionerFeedback": 40, "CaseClosed": 45, "ReviewRequested": 46, "CaseArchived": 60}
+
+
+def happened(occurred_at: datetime, event_type: str) -> tuple:
+    """The order events happened in: time, then cause before effect."""
+    return occurred_at, _RANK.get(event_type, 50)
 
 
 def apply(s: CaseState, e: ev.Event, policy: DeadlinePolicy, agent_days: dict[str, int]) -> Verdict:  # noqa: C901

@@ -207,7 +207,8 @@ def decide_extension(sup: Supervision, case_id: str, approved: bool, days: int, 
 def timeline(sup: Supervision, case_id: str) -> list[dict]:
     t = tables.timeline
     with sup.uow.engine.connect() as conn:
-        rows = conn.execute(select(t).where(t.c.case_id == case_id).order_by(t.c.occurred_at, t.c.event_id)).all()
+        rows = sorted(conn.execute(select(t).where(t.c.case_id == case_id)).all(),
+                      key=lambda r: domain.happened(r.occurred_at, r.type))
     if not rows:
         raise NotFound(f"supervision has not seen case {case_id}")
     return [{"at": r.occurred_at, "event": r.type, "unit": r.unit, "actor": r.payload.get("actor"),
