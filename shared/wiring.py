@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import Table, text
 
 from shared.bus import Bus
+from shared.consumer import ApplyBatch, ConsumerSpec, DurableConsumer, Reject
 from shared.db import UnitOfWork, make_engine, migrate
 from shared.metrics import ServiceMetrics
 from shared.outbox import OutboxRelay
@@ -35,6 +36,14 @@ class ServicePlumbing:
         # Started after the bus (consumers, responders); each has run() and stop().
         self.workers: list = []
         self.on_start: list[Callable[[], Awaitable[None]]] = []
+
+    def consumer(self, filter_subjects: tuple[str, ...], inbox: Table, apply: ApplyBatch,
+                 reject: Reject | None = None) -> DurableConsumer:
+        """The service's durable consumer (named after the service, shared by its replicas)."""
+        s = self.settings
+        spec = ConsumerSpec(durable=self.service, filter_subjects=filter_subjects, ack_wait_s=s.consumer_ack_wait_s,
+                            max_deliver=s.consumer_max_deliver, batch=s.consumer_batch)
+        return DurableConsumer(self.service, self.bus, self.uow, inbox, spec, apply, self.metrics, reject)
 
     def lifespan(self):  # noqa: ANN201
         @asynccontextmanager

@@ -11,7 +11,7 @@ from services.routing import service, tables
 from services.routing.service import Routing
 from shared import subjects
 from shared.bus import Bus
-from shared.consumer import ConsumerSpec, DurableConsumer
+from shared.consumer import DurableConsumer
 from shared.wiring import ServicePlumbing
 
 log = logging.getLogger(__name__)
@@ -21,12 +21,8 @@ SUBJECTS = (subjects.RECEIVED, subjects.RETURNED.format(unit="*"), subjects.CLOS
 
 
 def build_consumer(routing: Routing, plumbing: ServicePlumbing) -> DurableConsumer:
-    s = plumbing.settings
-    spec = ConsumerSpec(durable="routing", filter_subjects=SUBJECTS, ack_wait_s=s.consumer_ack_wait_s,
-                        max_deliver=s.consumer_max_deliver, batch=s.consumer_batch)
-    return DurableConsumer("routing", plumbing.bus, plumbing.uow, tables.inbox, spec,
-                           apply=partial(service.apply_events, routing), metrics=routing.metrics,
-                           reject=partial(service.reject, routing))
+    return plumbing.consumer(SUBJECTS, tables.inbox, partial(service.apply_events, routing),
+                             partial(service.reject, routing))
 
 
 class AssignmentResponder:

@@ -9,7 +9,7 @@ from functools import partial
 from services.supervision import service, tables
 from services.supervision.service import Supervision
 from shared import subjects
-from shared.consumer import ConsumerSpec, DurableConsumer
+from shared.consumer import DurableConsumer
 from shared.wiring import ServicePlumbing
 
 log = logging.getLogger(__name__)
@@ -22,12 +22,7 @@ SUBJECTS = tuple(s.format(unit="*") for s in (
 
 
 def build_consumer(sup: Supervision, plumbing: ServicePlumbing) -> DurableConsumer:
-    s = plumbing.settings
-    spec = ConsumerSpec(durable="supervision", filter_subjects=SUBJECTS, ack_wait_s=s.consumer_ack_wait_s,
-                        max_deliver=s.consumer_max_deliver, batch=s.consumer_batch)
-    return DurableConsumer("supervision", plumbing.bus, plumbing.uow, tables.inbox, spec,
-                           apply=partial(service.apply_events, sup), metrics=sup.metrics,
-                           reject=partial(reject, sup))
+    return plumbing.consumer(SUBJECTS, tables.inbox, partial(service.apply_events, sup), partial(reject, sup))
 
 
 def reject(sup: Supervision, event) -> str | None:  # noqa: ANN001
