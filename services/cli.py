@@ -38,6 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     from services.units import cli as unit_cli
     unit_cli.add_parser(sub)
 
+    scoring = sub.add_parser("scoring", help="scoring maintenance")
+    scoring.add_argument("action", choices=["rebuild"], help="rebuild: drop the projection and replay the stream")
+
+    report = sub.add_parser("report", help="the bureau's report for a period, from the scoring service")
+    report.add_argument("--period", required=True, help="2026, 2026-Q3, 2026-05 or 2026-01-01..2026-03-31")
+    report.add_argument("--format", choices=["md", "json", "csv", "xlsx"], default="md")
+    report.add_argument("--out", type=Path, help="write here (default: stdout; xlsx needs --out)")
+    report.add_argument("--url", help="scoring's base URL (default: from settings)")
+
     api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
     api.add_argument("service", choices=SERVICES)
 
@@ -84,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "unit":
         return unit_cli.run(args, settings.effective_nats_url, settings.stream_name)
+    if args.command == "scoring":
+        from services.scoring.cli import rebuild
+        return rebuild(settings)
+    if args.command == "report":
+        from services.scoring.cli import report
+        return report(args.url or settings.base_url("scoring"), args.period, args.format, args.out)
     if args.command == "openapi":
         print(json.dumps(runtime.app_factory(args.service)(settings).openapi(), ensure_ascii=False, indent=2))
         return 0

@@ -22,7 +22,7 @@ from shared.settings import Settings
 
 # The services that exist; the others join as their issues land.
 APPS = {"intake": "services.intake.app:create_app", "routing": "services.routing.app:create_app",
-        "supervision": "services.supervision.app:create_app"}
+        "supervision": "services.supervision.app:create_app", "scoring": "services.scoring.app:create_app"}
 
 
 def app_factory(service: str):  # noqa: ANN201

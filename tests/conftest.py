@@ -66,6 +66,7 @@ def db_url(database: Callable[[str], str]) -> str:
 def settings(tmp_path: Path, nats_server: NatsServer, database: Callable[[str], str]) -> Settings:
     return Settings(data_dir=tmp_path / "var", nats_url=nats_server.url, intake_db_url=database("intake"),
                     routing_db_url=database("routing"), supervision_db_url=database("supervision"),
+                    scoring_db_url=database("scoring"),
                     relay_poll_s=0.1, clerk_token=None, log_level="WARNING", time_travel=True)
 
 
@@ -119,3 +120,11 @@ def supervision_db(settings: Settings, supervision: TestClient) -> Iterator:
     engine = make_engine(settings.db_url("supervision"))
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def scoring(settings: Settings) -> Iterator[TestClient]:
+    from services.scoring.app import create_app as create_scoring
+
+    with TestClient(create_scoring(settings)) as client:
+        yield client

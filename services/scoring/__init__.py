@@ -1,0 +1,1 @@
+"""scoring: a projection of the event stream into scorecards, rankings, accountability and reports."""

@@ -1,0 +1,73 @@
+"""Scoring's HTTP routes: reports for any period and filter (JSON, CSV, XLSX, Markdown), and
+closing a period."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.scoring import reports, service
+from services.scoring.service import Scoring
+from shared.http import require_role
+
+
+def get_scoring(request: Request) -> Scoring:
+    return request.app.state.scoring
+
+
+Ctx = Annotated[Scoring, Depends(get_scoring)]
+MEDIA = {"csv": "text/csv; charset=utf-8", "md": "text/markdown; charset=utf-8",
+         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+def filters(unit: str | None = None, township: str | None = None, channel: str | None = None,
+            category: str | None = None, drive: str | None = None, leader: str | None = None) -> dict:
+    """Any of: the lead unit, township, channel, category, drive or lead leader."""
+    return {"unit": unit, "township": township, "channel": channel, "category": category, "drive": drive,
+            "leader": leader}
+
+
+Filters = Annotated[dict, Depends(filters)]
+
+
+class CloseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    closed_by: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
+def build_router(scoring: Scoring, clerk_token, supervisor_token) -> APIRouter:  # noqa: ANN001
+    clerk = [Depends(require_role("clerk", clerk_token))]
+    supervisor = [Depends(require_role("supervisor", supervisor_token))]
+    r = APIRouter(prefix="/api/v1")
+
+    @r.get("/reports/{period}", dependencies=clerk, tags=["reports"],
+           summary="Figures, channels, scorecards, accountability and narrative (period: 2026, 2026-Q3, 2026-05, "
+                   "2026-01-01..2026-03-31)")
+    def report(period: str, ctx: Ctx, f: Filters) -> dict:
+        ctx.metrics.reports.labels("json").inc()
+        return service.report(ctx, period, f)
+
+    @r.get("/reports/{period}/report.{fmt}", dependencies=clerk, tags=["reports"],
+           summary="The same report as CSV, XLSX or Markdown")
+    def download(period: str, fmt: Literal["csv", "xlsx", "md"], ctx: Ctx, f: Filters) -> Response:
+        body = service.report(ctx, period, f)
+        ctx.metrics.reports.labels(fmt).inc()
+        content = {"csv": reports.to_csv, "xlsx": reports.to_xlsx, "md": reports.to_markdown}[fmt](body)
+        return Response(content, media_type=MEDIA[fmt],
+                        headers={"Content-Disposition": f'attachment; filename="report-{period}.{fmt}"'})
+
+    @r.get("/scorecards/{period}", dependencies=clerk, tags=["reports"])
+    def scorecards(period: str, ctx: Ctx) -> dict:
+        return service.report(ctx, period)["scorecards"]
+
+    @r.get("/accountability/{period}", dependencies=clerk, tags=["reports"])
+    def accountability(period: str, ctx: Ctx) -> list[dict]:
+        return service.report(ctx, period)["accountability"]
+
+    @r.post("/periods/{period}/close", dependencies=supervisor, tags=["reports"],
+            summary="Freeze a period's figures and publish ScorecardsPublished")
+    def close(period: str, body: CloseIn, ctx: Ctx) -> dict:
+        return service.close_period(ctx, period, body.closed_by)
+
+    return r

@@ -1,0 +1,40 @@
+"""Wiring of the scoring service: ``create_app()`` builds a fresh app (tests build many)."""
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from services.scoring import api, handlers, tables
+from services.scoring.service import Scoring, ScoringMetrics
+from shared.clock import Clock, SystemClock
+from shared.db import UnitOfWork
+from shared.directory import Directory, load_directory
+from shared.http import install_common
+from shared.scoring_weights import load_weights
+from shared.settings import Settings
+from shared.wiring import ServicePlumbing
+
+SERVICE = "scoring"
+
+
+def build_scoring(settings: Settings, uow: UnitOfWork, metrics: ScoringMetrics, clock: Clock | None = None,
+                  directory: Directory | None = None) -> Scoring:
+    return Scoring(uow=uow, directory=directory or load_directory(settings.config_dir),
+                   weights=load_weights(settings.config_dir), clock=clock or SystemClock(), metrics=metrics)
+
+
+def create_app(settings: Settings | None = None, clock: Clock | None = None,
+               directory: Directory | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = ScoringMetrics()
+    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics)
+    scoring = build_scoring(settings, plumbing.uow, metrics, clock, directory)
+    plumbing.workers.append(handlers.build_consumer(scoring, plumbing))
+
+    app = FastAPI(title="xinfang scoring", version="1", lifespan=plumbing.lifespan(),
+                  description="A projection of the event stream: figures for any period and filter, "
+                              "scorecards, rankings, accountability and the bureau's reports.")
+    app.state.scoring = scoring
+    app.state.relay = plumbing.relay
+    install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
+    app.include_router(api.build_router(scoring, settings.clerk_token, settings.supervisor_token))
+    return app

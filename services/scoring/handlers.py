@@ -1,0 +1,69 @@
+"""Scoring on the bus: one durable consumer of the whole stream, and the replay that rebuilds."""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from functools import partial
+
+import nats
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from services.scoring import service, tables
+from services.scoring.service import Scoring
+from shared import subjects
+from shared.consumer import DurableConsumer
+from shared.events import UndecodableEvent, decode
+from shared.inbox import new_event_ids
+from shared.settings import Settings
+from shared.wiring import ServicePlumbing
+
+SUBJECTS = tuple(subjects.STREAM_SUBJECTS)
+
+
+def build_consumer(scoring: Scoring, plumbing: ServicePlumbing) -> DurableConsumer:
+    return plumbing.consumer(SUBJECTS, tables.inbox, partial(service.apply_events, scoring))
+
+
+async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progress: bool = True) -> dict:
+    """Drop the projection and replay the stream from its start, to its end, with a progress bar."""
+    from tqdm import tqdm
+
+    nc = await nats.connect(settings.effective_nats_url)
+    js = nc.jetstream()
+    last = (await js.stream_info(settings.stream_name)).state.last_seq
+    service.drop_projection(scoring)
+    name = f"scoring_rebuild_{uuid.uuid4().hex[:8]}"  # ephemeral: the server drops it when idle
+    await js.add_consumer(settings.stream_name, ConsumerConfig(
+        name=name, filter_subjects=list(SUBJECTS), deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+        inactive_threshold=60.0))
+    sub = await js.pull_subscribe_bind(durable=name, stream=settings.stream_name)
+    bar = tqdm(total=last, unit="event", desc="rebuild scoring", disable=not progress)
+    applied = skipped = 0
+    try:
+        while True:
+            try:
+                msgs = await sub.fetch(batch, timeout=1.0)
+            except NatsTimeout:
+                break
+            events = []
+            for m in msgs:
+                try:
+                    events.append(decode(m.data))
+                except UndecodableEvent:
+                    skipped += 1  # the live consumer dead-lettered it
+                await m.ack()
+            with scoring.uow.begin() as conn:
+                fresh = new_event_ids(conn, tables.inbox, [e.event_id for e in events], scoring.clock.now())
+                todo = [e for e in events if e.event_id in fresh]
+                service.apply_events(scoring, conn, todo)
+            applied += len(todo)
+            bar.update(len(msgs))
+            if msgs[-1].metadata.num_pending == 0:
+                break
+    finally:
+        bar.close()
+        with contextlib.suppress(Exception):
+            await js.delete_consumer(settings.stream_name, name)
+        await nc.close()
+    return {"applied": applied, "skipped": skipped, "stream_last_seq": last}

@@ -1,0 +1,149 @@
+"""The bureau's reports from one report body: per-channel figures, the narrative in Chinese,
+CSV and XLSX. Every number in them comes from the same JSON."""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date, datetime
+from decimal import ROUND_HALF_UP, Decimal
+
+from services.scoring import domain
+from shared.directory import Directory
+from shared.policy import CHINA_TZ
+
+CHANNEL_NAMES = {"walk_in": "来访(受理室)", "letter": "来信", "phone": "来电", "online": "网上信访",
+                 "delegated": "代办", "night_visit": "夜访", "screening": "排查", "referral": "上级交办"}
+
+
+def channel_figures(facts: list[dict], visits: list[dict], drives: dict[str, dict], start: datetime,
+                    end: datetime) -> dict:
+    out = {}
+    for channel in CHANNEL_NAMES:
+        fs = [f for f in facts if f["channel"] == channel]
+        closed = sum(domain.is_closed(f) for f in fs)
+        out[channel] = {"received": len(fs), "closed": closed, "closure_rate": domain.rate(closed, len(fs))}
+    delegated = [f for f in facts if f["channel"] == "delegated"]
+    out["delegated"] |= {"agents": len({f["agent_id"] for f in delegated if f["agent_id"]}),
+                         "agencies": len({f["agency_id"] for f in delegated if f["agency_id"]})}
+    first, last = start.astimezone(CHINA_TZ).date(), end.astimezone(CHINA_TZ).date()
+    in_period = [v for v in visits if first <= _as_date(v["visited_on"]) < last]
+    out["night_visit"] |= {"visits": len(in_period), "households_visited": sum(v["households_visited"] for v in in_period),
+                           "problems": out["night_visit"]["received"], "solved": out["night_visit"]["closed"]}
+    found = {}
+    for f in facts:
+        if f["drive_id"]:
+            d = found.setdefault(f["drive_id"], {"drive_id": f["drive_id"], "disputes": 0, "important": 0,
+                                                 **{k: drives.get(f["drive_id"], {}).get(k) for k in ("name", "kind")}})
+            d["disputes"] += 1
+            d["important"] += f["leader_id"] is not None
+    out["screening"] |= {"drives": sorted(found.values(), key=lambda d: d["drive_id"])}
+    return out
+
+
+def _as_date(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def percent(value: float | None) -> str:
+    """A share as a percentage, rounded half-up to one decimal (91.25% → 91.3)."""
+    if value is None:
+        return "—"
+    return str(Decimal(str(value * 100)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def period_label(period: str) -> str:
+    if re.fullmatch(r"\d{4}", period):
+        return f"{period}年"
+    if m := re.fullmatch(r"(\d{4})-Q(\d)", period):
+        return f"{m[1]}年第{m[2]}季度"
+    if m := re.fullmatch(r"(\d{4})-(\d{2})", period):
+        return f"{m[1]}年{int(m[2])}月"
+    return period.replace("..", "至")
+
+
+def narrative(directory: Directory, body: dict) -> str:
+    """In the style of a bureau's annual report, from the figures of ``body``."""
+    f, ch = body["figures"], body["channels"]
+    w, on, dg, nv, sc = ch["walk_in"], ch["online"], ch["delegated"], ch["night_visit"], ch["screening"]
+    drives = sc["drives"]
+    parts = [
+        f"{period_label(body['period'])}，{directory.county.name}共受理信访事项{f['received']}件，办结{f['closed']}件，"
+        f"办结率达到{percent(f['closure_rate'])}%。",
+        f"矛盾纠纷受理室共受理各类矛盾纠纷{w['received']}件，办结{w['closed']}件，案件办结率达到{percent(w['closure_rate'])}%。",
+        f"共受理网上信访{on['received']}件，办结率达到{percent(on['closure_rate'])}%。",
+        f"信访代办员代办事项{dg['received']}件，涉及代办员{dg['agents']}名、代办点{dg['agencies']}个，"
+        f"办结率达到{percent(dg['closure_rate'])}%。",
+        f"开展驻村夜访{nv['visits']}次，走访群众{nv['households_visited']}户，收集问题{nv['problems']}件，"
+        f"解决{nv['solved']}件。",
+        f"开展矛盾纠纷排查{len(drives)}次，排查出矛盾纠纷{sum(d['disputes'] for d in drives)}件，"
+        f"其中确定为重要信访件并实行领导包案{sum(d['important'] for d in drives)}件。",
+        f"超期件{f['ever_overdue']}件，群众满意率{percent(f['satisfaction_rate'])}%，复查{f['reviews']}件、"
+        f"复核{f['re_reviews']}件。",
+    ]
+    return "".join(parts) + "（百分比四舍五入保留一位小数。）"
+
+
+def to_csv(body: dict) -> str:
+    out = io.StringIO()
+    w = csv.writer(out)
+    w.writerow(["section", "key", "metric", "value"])
+    for metric, value in body["figures"].items():
+        w.writerow(["figures", "all", metric, value])
+    for channel, figs in body["channels"].items():
+        for metric, value in figs.items():
+            if metric != "drives":
+                w.writerow(["channel", channel, metric, value])
+    for group, cards in body["scorecards"].items():
+        for card in cards:
+            w.writerow(["scorecard", card["unit"], "score", card["score"]])
+            w.writerow(["scorecard", card["unit"], f"rank_among_{group}", card["rank"]])
+            w.writerow(["scorecard", card["unit"], "band", card["band"]])
+    for b in body["accountability"]:
+        w.writerow(["accountability", b["unit"], b["breach"], " ".join(b["cases"])])
+    return out.getvalue()
+
+
+def to_xlsx(body: dict) -> bytes:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "概况"
+    ws.append(["指标 metric", "数值 value"])
+    for metric, value in body["figures"].items():
+        ws.append([metric, value])
+    ch = wb.create_sheet("渠道")
+    ch.append(["渠道 channel", "受理 received", "办结 closed", "办结率 closure_rate"])
+    for channel, figs in body["channels"].items():
+        ch.append([channel, figs["received"], figs["closed"], figs["closure_rate"]])
+    sc = wb.create_sheet("考核")
+    sc.append(["单位 unit", "类别 group", "得分 score", "名次 rank", "等次 band", "扣分原因 deductions"])
+    for group, cards in body["scorecards"].items():
+        for c in cards:
+            sc.append([c["unit"], group, c["score"], c["rank"], c["band"],
+                       "；".join(f"{d['metric']} {d['value']} -{d['points']}" for d in c["deductions"])])
+    ac = wb.create_sheet("责任追究")
+    ac.append(["情形 breach", "单位 unit", "第一责任人", "直接责任人", "案件 cases"])
+    for b in body["accountability"]:
+        ac.append([b["breach"], b["unit_name"], b["principal_leader"]["name"], b["leader_in_charge"]["name"],
+                   " ".join(b["cases"])])
+    nr = wb.create_sheet("报告")
+    nr.append([body["narrative"]])
+    out = io.BytesIO()
+    wb.save(out)
+    return out.getvalue()
+
+
+def to_markdown(body: dict) -> str:
+    lines = [f"# {period_label(body['period'])}信访工作报告", "", body["narrative"], "", "## 考核 scorecards", ""]
+    for group, title in (("townships", "乡镇"), ("departments", "部门")):
+        lines += [f"### {title}", "", "| 名次 | 单位 | 得分 | 等次 | 扣分 |", "|---|---|---|---|---|"]
+        lines += [f"| {c['rank']} | {c['unit']} | {c['score']} | {c['band']} | "
+                  + "；".join(f"{d['metric']} {d['value']} -{d['points']}" for d in c["deductions"]) + " |"
+                  for c in body["scorecards"][group]]
+        lines.append("")
+    lines += ["## 责任追究 accountability", ""]
+    lines += [f"- {b['unit_name']}（{b['breach']}）：第一责任人 {b['principal_leader']['name']}，"
+              f"直接责任人 {b['leader_in_charge']['name']}；案件 {'、'.join(b['cases'])}" for b in body["accountability"]]
+    return "\n".join(lines) + "\n"

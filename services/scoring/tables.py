@@ -1,0 +1,75 @@
+"""Scoring's projection: one row of facts per case, plus night visits and drives, all rebuilt from
+the stream. Frozen periods are kept apart: a rebuild does not touch what was published."""
+from __future__ import annotations
+
+from sqlalchemy import JSON, Boolean, Column, Date, Integer, MetaData, String, Table
+
+from shared.db import UtcDateTime
+from shared.inbox import inbox_table
+from shared.outbox import outbox_table
+
+metadata = MetaData()
+
+case_facts = Table(
+    "case_facts", metadata,
+    Column("case_id", String(32), primary_key=True),
+    # Null until CaseReceived arrives: events of other subjects may come first.
+    Column("received_at", UtcDateTime(), index=True),
+    Column("channel", String(16)),
+    Column("township", String(64)),
+    Column("category", String(64)),
+    Column("drive_id", String(64)),
+    Column("agent_id", String(64)),
+    Column("agency_id", String(64)),
+    Column("visit_id", String(64)),
+    Column("people_count", Integer),
+    Column("collective", Boolean),
+    Column("escalated", Boolean),
+    Column("backlog", Boolean),
+    Column("repeat_of", String(32)),
+    Column("special_period", Boolean),
+    Column("lead_unit", String(64)),
+    Column("lead_assigned_at", UtcDateTime()),
+    Column("leader_id", String(64)),
+    Column("signed_at", UtcDateTime()),
+    Column("replied_at", UtcDateTime()),
+    Column("closed_at", UtcDateTime()),
+    Column("last_review_at", UtcDateTime()),
+    Column("feedback_at", UtcDateTime()),
+    Column("satisfied", Boolean),
+    Column("overdue_kinds", JSON, nullable=False),
+    Column("escalated_overdue", Boolean, nullable=False),
+    Column("extensions", Integer, nullable=False),
+    Column("reviews", Integer, nullable=False),
+    Column("re_reviews", Integer, nullable=False),
+    Column("returns", JSON, nullable=False),  # the units that returned it
+)
+
+visits = Table(
+    "visits", metadata,
+    Column("visit_id", String(64), primary_key=True),
+    Column("cadre_unit", String(64), nullable=False),
+    Column("township", String(64), nullable=False),
+    Column("visited_on", Date, nullable=False),
+    Column("households_visited", Integer, nullable=False),
+    Column("case_ids", JSON, nullable=False),
+)
+
+drives = Table(
+    "drives", metadata,
+    Column("drive_id", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(100), nullable=False),
+)
+
+# Not part of the projection: what a closed period published stays as it was.
+frozen_periods = Table(
+    "frozen_periods", metadata,
+    Column("period", String(32), primary_key=True),
+    Column("report", JSON, nullable=False),
+    Column("closed_at", UtcDateTime(), nullable=False),
+)
+
+PROJECTION = (case_facts, visits, drives)
+inbox = inbox_table(metadata)
+outbox = outbox_table(metadata)

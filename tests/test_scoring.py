@@ -1,0 +1,234 @@
+"""Scoring as a projection of a scripted county history: every figure equals what the script,
+which knows what it did, computes on its own; a rebuild from the stream gives the same answers."""
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import random
+import re
+import shutil
+from pathlib import Path
+
+import nats
+import pytest
+from fastapi.testclient import TestClient
+from openpyxl import load_workbook
+from sqlalchemy import func, select
+
+from services.scoring import tables
+from shared import events as ev
+from shared.db import make_engine
+from shared.directory import load_directory
+from shared.scoring_weights import load_weights
+from shared.settings import REPO_ROOT, Settings
+from tests.helpers import read_subject, wait_until
+from tests.scoring_history import History, Planned, script
+
+DIRECTORY = load_directory(REPO_ROOT / "deploy" / "config")
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return script(DIRECTORY)
+
+
+def publish_shuffled(settings: Settings, events: list[ev.Event], seed: int = 3) -> None:
+    """Out of order across subjects and cases, as a busy stream delivers them."""
+    from shared.bus import ensure_streams
+    shuffled = events[:]
+    random.Random(seed).shuffle(shuffled)
+
+    async def go() -> None:
+        nc = await nats.connect(settings.nats_url)
+        js = nc.jetstream()
+        await ensure_streams(js, settings)
+        for start in range(0, len(shuffled), 200):
+            await asyncio.gather(*(js.publish(e.subject, ev.encode(e), headers={"Nats-Msg-Id": e.event_id})
+                                   for e in shuffled[start:start + 200]))
+        await nc.close()
+    asyncio.run(go())
+
+
+def projected(settings: Settings, count: int) -> None:
+    engine = make_engine(settings.db_url("scoring"))
+
+    def applied() -> int:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(tables.inbox)).scalar_one()
+    wait_until(lambda: applied() == count, timeout=60, what=f"{count} events projected")
+    engine.dispose()
+
+
+def expected(cases: list[Planned]) -> dict:
+    """The figures from the script's own record (README, "Scoring", defines each)."""
+    def share(a: int, b: int) -> float | None:
+        return round(a / b, 6) if b else None
+    c = [p for p in cases if p.received.year == 2026]
+    closed = [p for p in c if p.closed]
+    on_time = [p for p in closed if not p.reply_overdue]
+    feedback = [p for p in c if p.final_satisfied is not None]
+    return {
+        "received": len(c), "assigned": len(c), "signed": sum(p.signed for p in c),
+        "signed_on_time": sum(p.signed and not p.sign_overdue for p in c),
+        "closed": len(closed), "closure_rate": share(len(closed), len(c)),
+        "closed_on_time": len(on_time), "on_time_closure_rate": share(len(on_time), len(c)),
+        "open_overdue": sum((p.sign_overdue or p.reply_overdue) and not p.closed for p in c),
+        "ever_overdue": sum(p.sign_overdue or p.reply_overdue for p in c),
+        "escalated_overdue": sum(p.escalated_overdue for p in c), "extensions": sum(p.extension for p in c),
+        "with_feedback": len(feedback), "satisfied": sum(p.final_satisfied for p in feedback),
+        "satisfaction_rate": share(sum(p.final_satisfied for p in feedback), len(feedback)),
+        "reviews": sum(p.reviews for p in c), "re_reviews": sum(p.re_reviews for p in c),
+        "repeat": sum(p.repeat_of is not None for p in c), "escalated": sum(p.escalated for p in c),
+        "collective": sum(p.collective for p in c), "backlog": sum(p.backlog for p in c),
+        "backlog_resolved": sum(p.backlog and p.closed for p in c), "returns": sum(len(p.returned_by) for p in c),
+    }
+
+
+def test_every_figure_equals_the_scripts_own_count(scoring: TestClient, settings: Settings, history: History) -> None:
+    publish_shuffled(settings, history.events)
+    projected(settings, len(history.events))
+    report = scoring.get("/api/v1/reports/2026").json()
+    assert report["figures"] == expected(history.cases)
+
+    for unit in ("chengguan", "forestry", "hrss"):
+        mine = [p for p in history.cases if p.lead == unit]
+        assert scoring.get(f"/api/v1/reports/2026?unit={unit}").json()["figures"] == expected(mine)
+    online = [p for p in history.cases if p.channel == "online"]
+    assert scoring.get("/api/v1/reports/2026?channel=online").json()["figures"] == expected(online)
+    q3 = [p for p in history.cases if p.received.year == 2026 and 7 <= p.received.month <= 9]
+    assert scoring.get("/api/v1/reports/2026-Q3").json()["figures"]["received"] == len(q3)
+
+    c2026 = [p for p in history.cases if p.received.year == 2026]
+    ch = report["channels"]
+    walk_in = [p for p in c2026 if p.channel == "walk_in"]
+    assert (ch["walk_in"]["received"], ch["walk_in"]["closed"]) == (len(walk_in), sum(p.closed for p in walk_in))
+    delegated = [p for p in c2026 if p.channel == "delegated"]
+    assert ch["delegated"]["agents"] == len({p.agent_id for p in delegated})
+    assert ch["delegated"]["agencies"] == len({p.agency_id for p in delegated})
+    night = [p for p in c2026 if p.channel == "night_visit"]
+    assert ch["night_visit"]["households_visited"] == sum(h for _, h in history.visits.values())
+    assert (ch["night_visit"]["problems"], ch["night_visit"]["solved"]) == (len(night), sum(p.closed for p in night))
+    for drive in ch["screening"]["drives"]:
+        mine = [p for p in c2026 if p.drive_id == drive["drive_id"]]
+        assert (drive["disputes"], drive["important"]) == (len(mine), sum(p.leader is not None for p in mine))
+
+    by_id = {p.case_id: p for p in history.cases}
+    want = set()
+    for p in c2026:
+        if p.escalated_overdue:
+            want.add(("overdue_past_escalation", p.lead, p.case_id))
+        earlier = by_id.get(p.repeat_of)
+        if earlier is not None and p.collective and not earlier.closed:
+            want.add(("collective_from_unresolved_case", earlier.lead, p.case_id))
+        elif earlier is not None and earlier.closed:
+            want.add(("repeat_after_closing", earlier.lead, p.case_id))
+    got = {(b["breach"], b["unit"], c) for b in report["accountability"] for c in b["cases"]}
+    assert got == want and want
+    assert all(b["principal_leader"]["name"] and b["leader_in_charge"]["name"] for b in report["accountability"])
+
+
+def independent_score(figs: dict, weights) -> float:  # noqa: ANN001
+    score = weights.base
+    for m in weights.metrics:
+        value = figs[m.metric]
+        if value is None:
+            continue
+        if m.metric.endswith("_rate"):
+            score -= min(m.cap, max(0.0, m.target - value) * m.weight)
+        else:
+            score -= min(m.cap, value * m.weight)
+    return round(score, 2)
+
+
+def check_scorecards(report: dict, history: History, weights) -> None:  # noqa: ANN001
+    for group, kind in (("townships", {"township"}), ("departments", {"department", "office"})):
+        cards = report["scorecards"][group]
+        assert {c["unit"] for c in cards} == {u for u, x in DIRECTORY.units.items() if x.kind in kind}
+        for card in cards:
+            assert card["score"] == independent_score(expected([p for p in history.cases if p.lead == card["unit"]]),
+                                                      weights)
+            better = [c for c in cards if c["score"] > card["score"]]
+            assert card["rank"] == len(better) + 1
+
+
+def test_scorecards_follow_the_weights_file_and_change_with_it(
+        scoring: TestClient, settings: Settings, history: History, tmp_path: Path) -> None:
+    publish_shuffled(settings, history.events)
+    projected(settings, len(history.events))
+    check_scorecards(scoring.get("/api/v1/reports/2026").json(), history, load_weights(settings.config_dir))
+
+    from services.scoring.app import create_app
+    config = tmp_path / "config"
+    shutil.copytree(settings.config_dir, config)
+    text = (config / "scoring.yaml").read_text(encoding="utf-8")
+    (config / "scoring.yaml").write_text(text.replace("weight: 0.5\n    cap: 5", "weight: 8\n    cap: 40")
+                                         .replace("weight: 20\n    cap: 20", "weight: 5\n    cap: 5"), encoding="utf-8")
+    changed = settings.model_copy(update={"config_dir": config})
+    weights = load_weights(config)
+    assert [m.weight for m in weights.metrics if m.metric == "returns"] == [8]
+    with TestClient(create_app(changed)) as other:
+        report = other.get("/api/v1/reports/2026").json()
+    check_scorecards(report, history, weights)
+    before = scoring.get("/api/v1/reports/2026").json()["scorecards"]
+    assert [c["unit"] for c in report["scorecards"]["departments"]] != [c["unit"] for c in before["departments"]] or \
+        [c["score"] for c in report["scorecards"]["departments"]] != [c["score"] for c in before["departments"]]
+
+
+def test_a_rebuild_from_the_stream_gives_identical_figures_rankings_and_accountability(
+        settings: Settings, history: History) -> None:
+    from services.scoring.app import create_app
+    from services.scoring.cli import rebuild
+
+    publish_shuffled(settings, history.events)
+    with TestClient(create_app(settings)) as live:
+        projected(settings, len(history.events))
+        before = {p: live.get(f"/api/v1/reports/{p}").json() for p in ("2026", "2026-Q2", "2025")}
+    assert rebuild(settings) == 0
+    with TestClient(create_app(settings)) as rebuilt:
+        after = {p: rebuilt.get(f"/api/v1/reports/{p}").json() for p in ("2026", "2026-Q2", "2025")}
+    assert after == before
+
+
+def test_the_narrative_csv_and_xlsx_agree_with_the_json(scoring: TestClient, settings: Settings,
+                                                        history: History) -> None:
+    publish_shuffled(settings, history.events)
+    projected(settings, len(history.events))
+    report = scoring.get("/api/v1/reports/2026").json()
+    f, ch = report["figures"], report["channels"]
+
+    text = report["narrative"]
+    pct = lambda v: f"{v * 100:.1f}"  # noqa: E731 - no half-way cases at these counts
+    assert f"共受理信访事项{f['received']}件，办结{f['closed']}件，办结率达到{pct(f['closure_rate'])}%" in text
+    assert f"矛盾纠纷受理室共受理各类矛盾纠纷{ch['walk_in']['received']}件" in text
+    assert f"共受理网上信访{ch['online']['received']}件，办结率达到{pct(ch['online']['closure_rate'])}%" in text
+    assert f"走访群众{ch['night_visit']['households_visited']}户" in text
+
+    rows = list(csv.reader(io.StringIO(scoring.get("/api/v1/reports/2026/report.csv").text)))
+    as_csv = {(r[0], r[1], r[2]): r[3] for r in rows[1:]}
+    assert all(as_csv[("figures", "all", k)] == ("" if v is None else str(v)) for k, v in f.items())
+    first = report["scorecards"]["townships"][0]
+    assert as_csv[("scorecard", first["unit"], "score")] == str(first["score"])
+
+    book = load_workbook(io.BytesIO(scoring.get("/api/v1/reports/2026/report.xlsx").content))
+    sheet = {r[0]: r[1] for r in book["概况"].iter_rows(min_row=2, values_only=True)}
+    assert sheet == f
+    cards = {r[0]: r[2] for r in book["考核"].iter_rows(min_row=2, values_only=True)}
+    assert cards[first["unit"]] == first["score"]
+    assert book["报告"]["A1"].value == text
+    assert re.search(r"\d", scoring.get("/api/v1/reports/2026/report.md").text)
+
+
+def test_closing_a_period_freezes_its_figures_and_publishes_the_scorecards(
+        scoring: TestClient, settings: Settings, history: History) -> None:
+    publish_shuffled(settings, history.events[:400])
+    projected(settings, 400)
+    closed = scoring.post("/api/v1/periods/2026/close", json={"closed_by": "dbk01"})
+    assert closed.status_code == 200 and closed.json()["frozen"]
+    publish_shuffled(settings, history.events[400:])
+    projected(settings, len(history.events) + 1)  # and its own ScorecardsPublished
+    assert scoring.get("/api/v1/reports/2026").json() == closed.json()  # frozen: later events do not move it
+    assert scoring.post("/api/v1/periods/2026/close", json={"closed_by": "dbk01"}).status_code == 409
+    wait_until(lambda: read_subject(settings.nats_url, "scoring.period_closed") != [], what="ScorecardsPublished")
+    [(_, published)] = read_subject(settings.nats_url, "scoring.period_closed")
+    assert published.period == "2026" and len(published.scores) == len(DIRECTORY.units)
