@@ -110,6 +110,11 @@ def script(directory: Directory, n: int = 300, seed: int = 7) -> History:
         p.final_satisfied = True if (p.reviews and p.feedback is False) else p.feedback
         cases.append(p)
         events += _events(p)
+    overdue = [p.case_id for p in cases if p.reply_overdue][:5]
+    events.append(ev.SupervisionNoticeIssued(actor=SYS, notice_no="〔2026〕1号", notice_type="overdue", year=2026, seq=1,
+                                             units=["forestry"], case_ids=overdue, demands="d",
+                                             reply_by=date(2026, 12, 31)))
+    events.append(ev.DriveClosed(drive_id="D2026-001", actor=SYS))
     return History(cases, events, visits, drives)
 
 
@@ -134,17 +139,23 @@ def _events(p: Planned) -> list[ev.Event]:
         out.append(ev.CaseAssigned(case_id=p.case_id, occurred_at=at(1), actor=SYS, unit=unit, role="lead", case=brief,
                                    category=p.category))
         out.append(ev.CaseReturned(case_id=p.case_id, occurred_at=at(5), actor=SYS, unit=unit, reason="非本单位职责"))
+        out.append(ev.CaseNeedsTriage(case_id=p.case_id, occurred_at=at(1), actor=SYS, reason="no_rule"))
     out.append(ev.CaseAssigned(case_id=p.case_id, occurred_at=at(1), actor=SYS, unit=p.lead, role="lead", case=brief,
                                category=p.category))
     if p.leader:
         out.append(ev.LeaderAssigned(case_id=p.case_id, occurred_at=at(0.1), actor=SYS, leader_id=p.leader,
                                      reasons=["collective"]))
     if p.sign_overdue:
+        out.append(ev.CaseReminded(case_id=p.case_id, occurred_at=at(48), actor=SYS, unit=p.lead, due_kind="sign",
+                                   due_at=step[0] + timedelta(days=1)))
         out.append(ev.CaseOverdue(case_id=p.case_id, occurred_at=at(72), actor=SYS, unit=p.lead, due_kind="sign",
                                   due_at=step[0]))
     if p.signed:
         out.append(ev.UnitSigned(case_id=p.case_id, occurred_at=at(2), actor=SYS, unit=p.lead))
+        out.append(ev.ProgressReported(case_id=p.case_id, occurred_at=at(24), actor=SYS, unit=p.lead, note="办理中"))
     if p.extension:
+        out.append(ev.ExtensionRequested(case_id=p.case_id, occurred_at=at(24), actor=SYS, unit=p.lead, days=30,
+                                         reason="r"))
         out.append(ev.ExtensionDecided(case_id=p.case_id, occurred_at=at(48), actor=SYS, unit=p.lead, approved=True,
                                        days=30))
     if p.reply_overdue:
@@ -173,4 +184,6 @@ def _events(p: Planned) -> list[ev.Event]:
         elif p.closed:
             out.append(ev.CaseClosed(case_id=p.case_id, occurred_at=at(24 * 15), actor=SYS,
                                      reason="satisfied" if p.feedback else "no_feedback"))
+            if p.escalated:
+                out.append(ev.CaseArchived(case_id=p.case_id, occurred_at=at(24 * 90), actor=SYS))
     return out

@@ -19,11 +19,12 @@ from tests.helpers import case_body, free_port, outbox_pending, read_subject, wa
 
 
 def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    nats_port, intake_port, routing_port, supervision_port = free_port(), free_port(), free_port(), free_port()
+    nats_port, intake_port, routing_port, supervision_port, scoring_port = (free_port() for _ in range(5))
     env = {k: v for k, v in os.environ.items() if not k.startswith("XF_")}
     env.update({"XF_DATA_DIR": str(tmp_path / "var"), "XF_EMBEDDED_NATS_PORT": str(nats_port),
                 "XF_EMBEDDED_NATS_MONITOR_PORT": str(free_port()), "XF_INTAKE_PORT": str(intake_port),
                 "XF_ROUTING_PORT": str(routing_port), "XF_SUPERVISION_PORT": str(supervision_port),
+                "XF_SCORING_PORT": str(scoring_port),
                 "XF_LOG_LEVEL": "WARNING"})
     proc = subprocess.Popen([sys.executable, "-m", "services.cli", "up"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -36,7 +37,8 @@ def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_o
         printed = "".join(output)
         assert f"nats://127.0.0.1:{nats_port}" in printed and f"http://127.0.0.1:{intake_port}" in printed
         assert f"http://127.0.0.1:{routing_port}" in printed and f"http://127.0.0.1:{supervision_port}" in printed
-        assert all((tmp_path / "var" / f"{s}.db").exists() for s in ("intake", "routing", "supervision"))
+        assert f"http://127.0.0.1:{scoring_port}" in printed
+        assert all((tmp_path / "var" / f"{s}.db").exists() for s in ("intake", "routing", "supervision", "scoring"))
 
         engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'intake.db'}")
 
@@ -78,6 +80,14 @@ def test_up_serves_a_case_whose_event_a_subscriber_gets_exactly_once_and_stops_o
         timeline = f"http://127.0.0.1:{supervision_port}/api/v1/cases/{accepted['case_number']}/timeline"
         wait_until(lambda: [s["event"] for s in httpx.get(timeline).json()] == ["CaseReceived", "CaseAssigned"]
                    if httpx.get(timeline).status_code == 200 else False, what="the timeline")
+
+        # Scoring is up too: this year's report counts the case.
+        year = accepted["case_number"].split("-")[1]
+        report = f"http://127.0.0.1:{scoring_port}/api/v1/reports/{year}"
+        wait_until(lambda: httpx.get(report).json()["figures"]["received"] == 1, what="scoring to count the case")
+        run = subprocess.run([sys.executable, "-m", "services.cli", "report", "--period", year, "--format", "md"],
+                             env=env, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and "共受理信访事项1件" in run.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         code = proc.wait(60)
