@@ -7,12 +7,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import Table, text
 
 from shared.bus import Bus
+from shared.clock import Clock, ManualClock, SystemClock
 from shared.consumer import ApplyBatch, ConsumerSpec, DurableConsumer, Reject
 from shared.db import UnitOfWork, make_engine, migrate
+from shared.http import require_role
 from shared.metrics import ServiceMetrics
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
@@ -23,8 +26,11 @@ log = logging.getLogger(__name__)
 class ServicePlumbing:
     """Engine, bus, relay and unit of work of one service process."""
 
-    def __init__(self, service: str, settings: Settings, outbox: Table, metrics: ServiceMetrics) -> None:
+    def __init__(self, service: str, settings: Settings, outbox: Table, metrics: ServiceMetrics,
+                 clock: Clock | None = None) -> None:
         self.service, self.settings, self.metrics = service, settings, metrics
+        # Time-travel mode (tests, demos, the simulator): a clock that moves only when told.
+        self.clock = clock or (ManualClock(SystemClock().now()) if settings.time_travel else SystemClock())
         self.db_url = settings.db_url(service)
         self.engine = make_engine(self.db_url)
         self.bus = Bus(settings, name=service)
@@ -64,6 +70,21 @@ class ServicePlumbing:
             await self.bus.close()
             self.engine.dispose()
         return lifespan
+
+    def install_time_travel(self, app: FastAPI) -> None:
+        """``PUT /api/v1/clock`` {"now": …} sets the service's clock, in time-travel mode only."""
+        if not (self.settings.time_travel and isinstance(self.clock, ManualClock)):
+            return
+        clock = self.clock
+
+        class SetClock(BaseModel):
+            now: AwareDatetime
+
+        @app.put("/api/v1/clock", tags=["time travel"], summary="Time-travel mode only: set this service's clock",
+                 dependencies=[Depends(require_role("supervisor", self.settings.supervisor_token))])
+        def set_clock(body: SetClock) -> dict:
+            clock.set(body.now)
+            return {"now": clock.now()}
 
     async def readiness(self) -> dict[str, bool]:
         self.metrics.nats_connected.set(1 if self.bus.connected else 0)

@@ -67,7 +67,7 @@ def settings(tmp_path: Path, nats_server: NatsServer, database: Callable[[str], 
     return Settings(data_dir=tmp_path / "var", nats_url=nats_server.url, intake_db_url=database("intake"),
                     routing_db_url=database("routing"), supervision_db_url=database("supervision"),
                     scoring_db_url=database("scoring"),
-                    relay_poll_s=0.1, clerk_token=None, log_level="WARNING", time_travel=True)
+                    relay_poll_s=0.1, clerk_token=None, log_level="WARNING")
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from services.intake import api, domain, tables
 from services.intake.service import Intake, IntakeMetrics
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.directory import Directory, load_directory
 from shared.http import install_common
 from shared.settings import Settings
@@ -22,8 +22,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     settings = settings or Settings()
     directory = directory or load_directory(settings.config_dir)
     metrics = IntakeMetrics()
-    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics)
-    intake = Intake(uow=plumbing.uow, directory=directory, settings=settings, clock=clock or SystemClock(),
+    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
+    intake = Intake(uow=plumbing.uow, directory=directory, settings=settings, clock=plumbing.clock,
                     metrics=metrics)
 
     async def warn_if_open() -> None:
@@ -43,5 +43,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes, body_rules=body_rules,
                    large_bodies={"/import": (settings.max_upload_bytes, "multipart/form-data"),
                                  "/rows": (settings.max_upload_bytes, "application/json")})
+    plumbing.install_time_travel(app)
     app.include_router(api.build_router(intake))
     return app

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from services.routing import api, domain, handlers, tables
 from services.routing.service import Routing, RoutingMetrics
-from shared.clock import Clock, SystemClock
+from shared.clock import Clock
 from shared.directory import Directory, load_directory
 from shared.http import install_common
 from shared.rules import load_routing
@@ -23,9 +23,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     directory = directory or load_directory(settings.config_dir)
     config = load_routing(settings.config_dir, directory)
     metrics = RoutingMetrics()
-    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics)
+    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
     routing = Routing(uow=plumbing.uow, directory=directory, config=config, classifier=domain.Classifier(directory),
-                      clock=clock or SystemClock(), metrics=metrics, settings=settings)
+                      clock=plumbing.clock, metrics=metrics, settings=settings)
 
     async def warm_up() -> None:
         await asyncio.to_thread(routing.classifier.warm_up)
@@ -38,5 +38,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     app.state.routing = routing
     app.state.relay = plumbing.relay
     install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
+    plumbing.install_time_travel(app)
     app.include_router(api.build_router(routing))
     return app

@@ -26,8 +26,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                directory: Directory | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = ScoringMetrics()
-    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics)
-    scoring = build_scoring(settings, plumbing.uow, metrics, clock, directory)
+    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
+    scoring = build_scoring(settings, plumbing.uow, metrics, plumbing.clock, directory)
     plumbing.workers.append(handlers.build_consumer(scoring, plumbing))
 
     app = FastAPI(title="xinfang scoring", version="1", lifespan=plumbing.lifespan(),
@@ -36,5 +36,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     app.state.scoring = scoring
     app.state.relay = plumbing.relay
     install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
+    plumbing.install_time_travel(app)
     app.include_router(api.build_router(scoring, settings.clerk_token, settings.supervisor_token))
     return app

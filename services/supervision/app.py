@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from services.supervision import api, handlers, tables
 from services.supervision.service import Supervision, SupervisionMetrics
-from shared.clock import Clock, ManualClock, SystemClock
+from shared.clock import Clock
 from shared.directory import Directory, load_directory
 from shared.http import install_common
 from shared.policy import load_policy, schedule_known_through
@@ -22,10 +22,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                directory: Directory | None = None) -> FastAPI:
     settings = settings or Settings()
     directory = directory or load_directory(settings.config_dir)
-    if clock is None:
-        clock = ManualClock(SystemClock().now()) if settings.time_travel else SystemClock()
     metrics = SupervisionMetrics()
-    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics)
+    plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
+    clock = plumbing.clock
     sup = Supervision(uow=plumbing.uow, directory=directory, policy=load_policy(settings.config_dir), clock=clock,
                       metrics=metrics, settings=settings)
     plumbing.workers += [handlers.build_consumer(sup, plumbing), handlers.Sweeper(sup, settings.sweep_interval_s)]
@@ -43,5 +42,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     app.state.supervision = sup
     app.state.relay = plumbing.relay
     install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
+    plumbing.install_time_travel(app)
     app.include_router(api.build_router(sup))
     return app

@@ -18,6 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from shared import events as ev
 from shared import subjects
+from shared.clock import Clock, SystemClock
 
 ReplyResult = ev.CaseReplied.model_fields["result"].annotation
 
@@ -27,9 +28,11 @@ class Refused(Exception):
 
 
 class UnitClient:
-    def __init__(self, nats_url: str, unit: str, *, stream: str = "CASES", staff_id: str | None = None) -> None:
+    def __init__(self, nats_url: str, unit: str, *, stream: str = "CASES", staff_id: str | None = None,
+                 clock: Clock | None = None) -> None:
         self.nats_url, self.unit, self.stream = nats_url, unit, stream
         self.actor = ev.Actor(kind="unit", id=staff_id or unit)
+        self.clock = clock or SystemClock()  # the simulator passes its own: events carry simulated time
         self.nc = None
 
     async def __aenter__(self) -> UnitClient:
@@ -72,23 +75,23 @@ class UnitClient:
 
     async def sign(self, case_id: str) -> ev.UnitSigned:
         """签收."""
-        return await self._send(ev.UnitSigned(case_id=case_id, unit=self.unit, actor=self.actor))
+        return await self._send(ev.UnitSigned(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now()))
 
     async def return_case(self, case_id: str, reason: str) -> ev.CaseReturned:
         """退回: not this unit's matter; routing chooses again."""
-        return await self._send(ev.CaseReturned(case_id=case_id, unit=self.unit, actor=self.actor, reason=reason))
+        return await self._send(ev.CaseReturned(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(), reason=reason))
 
     async def report_progress(self, case_id: str, note: str) -> ev.ProgressReported:
-        return await self._send(ev.ProgressReported(case_id=case_id, unit=self.unit, actor=self.actor, note=note))
+        return await self._send(ev.ProgressReported(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(), note=note))
 
     async def request_extension(self, case_id: str, days: int, reason: str) -> ev.ExtensionRequested:
         """延期申请; the supervision office decides."""
-        return await self._send(ev.ExtensionRequested(case_id=case_id, unit=self.unit, actor=self.actor,
+        return await self._send(ev.ExtensionRequested(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(),
                                                       days=days, reason=reason))
 
     async def reply(self, case_id: str, result: ReplyResult, text: str) -> ev.CaseReplied:  # type: ignore[valid-type]
         """办理回报: the outcome and the written answer."""
-        return await self._send(ev.CaseReplied(case_id=case_id, unit=self.unit, actor=self.actor, result=result,
+        return await self._send(ev.CaseReplied(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(), result=result,
                                                text=text))
 
     async def _send(self, event: ev.UnitCaseEvent) -> ev.UnitCaseEvent:
