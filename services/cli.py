@@ -47,6 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--out", type=Path, help="write here (default: stdout; xlsx needs --out)")
     report.add_argument("--url", help="scoring's base URL (default: from settings)")
 
+    sim = sub.add_parser("simulate", help="play a county-year through a fresh system, report, and check it")
+    sim.add_argument("--seed", type=int, default=1)
+    sim.add_argument("--scale", type=float, default=1.0, help="multiply the county's volumes")
+    sim.add_argument("--days", type=int, default=365, help="days of filing (a shortened year for tests)")
+    sim.add_argument("--extra-days", type=int, default=60, help="days after, for cases to finish")
+    sim.add_argument("--keep", type=Path, help="keep the system's data in this folder")
+
     api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
     api.add_argument("service", choices=SERVICES)
 
@@ -99,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "report":
         from services.scoring.cli import report
         return report(args.url or settings.base_url("scoring"), args.period, args.format, args.out)
+    if args.command == "simulate":
+        from services.simulator.cli import simulate
+        return simulate(settings, args.seed, args.scale, args.days, args.extra_days, args.keep)
     if args.command == "openapi":
         print(json.dumps(runtime.app_factory(args.service)(settings).openapi(), ensure_ascii=False, indent=2))
         return 0

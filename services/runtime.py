@@ -84,6 +84,28 @@ class NatsServer:
         self.proc = None
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn(service: str, env: dict, **popen) -> subprocess.Popen:
+    """``xinfang run SERVICE`` as its own process."""
+    return subprocess.Popen([sys.executable, "-m", "services.cli", "run", service], env=env, **popen)
+
+
+def stop_all(children: dict[str, subprocess.Popen], timeout: float = 20) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in children.values():
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -132,7 +154,7 @@ def up(settings: Settings) -> int:
     try:
         for service in APPS:
             migrate(service, settings.db_url(service))
-            children[service] = subprocess.Popen([sys.executable, "-m", "services.cli", "run", service], env=env)
+            children[service] = spawn(service, env)
         for service in APPS:
             try:
                 wait_healthy(settings.base_url(service), children[service])
@@ -154,14 +176,7 @@ def up(settings: Settings) -> int:
             time.sleep(0.2)
         return 0
     finally:
-        for proc in children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in children.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_all(children)
         if nats_server is not None:
             nats_server.stop()
         print("xinfang stopped.", flush=True)

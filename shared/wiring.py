@@ -23,6 +23,10 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class SetClock(BaseModel):
+    now: AwareDatetime
+
+
 class ServicePlumbing:
     """Engine, bus, relay and unit of work of one service process."""
 
@@ -76,9 +80,6 @@ class ServicePlumbing:
         if not (self.settings.time_travel and isinstance(self.clock, ManualClock)):
             return
         clock = self.clock
-
-        class SetClock(BaseModel):
-            now: AwareDatetime
 
         @app.put("/api/v1/clock", tags=["time travel"], summary="Time-travel mode only: set this service's clock",
                  dependencies=[Depends(require_role("supervisor", self.settings.supervisor_token))])

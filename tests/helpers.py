@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import Callable
 
@@ -10,13 +9,8 @@ import nats
 from nats.errors import TimeoutError as NatsTimeout
 from sqlalchemy import Engine, MetaData, func, select
 
+from services.runtime import free_port  # noqa: F401 - tests import it from here
 from shared.events import Event, decode
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:

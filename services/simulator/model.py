@@ -1,0 +1,142 @@
+"""What happens in a simulated county-year, decided up front from the seed (plain Python).
+
+Volumes follow the seed report's county (DESIGN §1): ≈76 reception-room cases, 38 online, 453
+delegated, ≈268 screened disputes, night visits, letters, calls and cases handed down by the city;
+busier before the Spring Festival and National Day. Units differ: most sign and reply on time, some
+are slow, some return cases, some ask for extensions; residents are mostly satisfied.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from shared.directory import Directory
+
+YEARLY = {"walk_in": 76, "online": 38, "delegated": 453, "letter": 40, "phone": 30, "referral": 12}
+SERVICE_CATEGORY = {"forestry_logging_permit": "logging_permit", "family_planning_registration": "family_planning",
+                    "business_license": "consumer_rights", "tax_certificate": "taxation",
+                    "social_security_card": "social_insurance", "subsistence_application": "social_assistance",
+                    "rural_housing_permit": "land_resources", "residence_certificate": "public_order",
+                    "pension_certification": "social_insurance"}
+SURNAMES, GIVEN = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗", "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
+_W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+
+def resident_id(rnd: random.Random) -> str:
+    body = f"331082{rnd.randrange(1940, 2005)}{rnd.randrange(1, 13):02d}{rnd.randrange(1, 28):02d}{rnd.randrange(1000):03d}"
+    return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, _W)) % 11]
+
+
+@dataclass
+class Drive:
+    opens: date
+    closes: date
+    kind: str
+    name: str
+    disputes: int
+    rows: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Visit:
+    day: date
+    township: str
+    village: str
+    households: int
+    problems: list[dict]
+
+
+@dataclass
+class UnitHabit:
+    sign_days: tuple[int, int]
+    reply_days: tuple[int, int]
+    return_rate: float
+    extension_rate: float
+
+
+@dataclass
+class Year:
+    year: int
+    filings: dict[date, list[dict]] = field(default_factory=dict)  # day → /cases bodies
+    drives: list[Drive] = field(default_factory=list)
+    visits: list[Visit] = field(default_factory=list)
+    habits: dict[str, UnitHabit] = field(default_factory=dict)
+
+
+def plan_year(directory: Directory, seed: int, scale: float = 1.0, year: int = 2026, days: int = 365) -> Year:
+    rnd = random.Random(seed)
+    first, last = date(year, 1, 1), date(year, 1, 1) + timedelta(days=days - 1)
+    plan = Year(year)
+    townships = sorted(directory.townships)
+    categories = [c for c in sorted(directory.categories) if c != "other"]
+    for code in sorted(directory.units):
+        slow = rnd.random() < 0.15
+        plan.habits[code] = UnitHabit(sign_days=(2, 6) if slow else (0, 2), reply_days=(40, 75) if slow else (5, 40),
+                                      return_rate=0.08 if rnd.random() < 0.2 else 0.01,
+                                      extension_rate=0.15 if slow else 0.03)
+    people: list[tuple[str, str]] = []
+
+    def season(day: date) -> float:  # before the Spring Festival and National Day, more
+        return 1.8 if (day.month == 2 and day.day < 17) or (day.month == 9 and day.day >= 15) else 1.0
+
+    span = [first + timedelta(days=i) for i in range(days)]
+    weights = [season(d) * (0.3 if d.weekday() >= 5 else 1.0) for d in span]
+
+    def resident() -> dict:
+        if people and rnd.random() < 0.03:
+            name, idn = rnd.choice(people)  # a repeat petitioner
+        else:
+            name, idn = rnd.choice(SURNAMES) + "".join(rnd.choice(GIVEN) for _ in range(2)), resident_id(rnd)
+            people.append((name, idn))
+        return {"name": name, "id_number": idn, "phone": f"13{rnd.randrange(10**8, 10**9)}"}
+
+    def case(channel: str) -> dict:
+        township = rnd.choice(townships)
+        village = rnd.choice(directory.townships[township].villages).code
+        body = {"channel": channel, "resident": resident(), "township": township, "village": village}
+        if channel == "delegated":
+            agent = rnd.choice(sorted(directory.agents))
+            service = rnd.choice(directory.agency_of(agent).service_types)
+            category = SERVICE_CATEGORY.get(service, "other")
+            body["delegation"] = {"agent_id": agent, "service_type": service}
+        else:
+            category = rnd.choice(categories)
+        if channel == "referral":
+            body["referral"] = {"doc_no": f"市信转〔{year}〕{rnd.randrange(1, 300)}号", "from_office": "市信访局"}
+        keywords = directory.categories[category].keywords or ["问题"]
+        body["title"] = f"反映{rnd.choice(keywords)}{directory.categories[category].name}问题"
+        body["content"] = f"群众反映{rnd.choice(keywords)}方面的问题，请求协调解决。"
+        # Some cases come without a category: routing classifies them from the words above.
+        body["category"] = None if channel in ("letter", "phone") and rnd.random() < 0.4 else category
+        if rnd.random() < 0.05:
+            body["people_count"] = rnd.randrange(5, 31)
+        body["escalated"], body["backlog"] = rnd.random() < 0.03, rnd.random() < 0.02
+        return body
+
+    for channel, per_year in YEARLY.items():
+        for _ in range(round(per_year * scale * days / 365)):
+            day = rnd.choices(span, weights)[0]
+            plan.filings.setdefault(day, []).append(case(channel))
+    drives = [(date(year, m, 5), 14, "quarterly", f"{year}年第{q}季度矛盾纠纷排查", 36) for q, m in
+              ((1, 1), (2, 4), (3, 7), (4, 10))]
+    drives += [(date(year, 2, 1), 14, "special", "春节前矛盾纠纷专项排查", 58),
+               (date(year, 9, 15), 14, "special", "国庆节前矛盾纠纷专项排查", 66)]
+    for opens, length, kind, name, n in drives:
+        if opens <= last:
+            d = Drive(opens, opens + timedelta(days=length), kind, name, round(n * scale))
+            plan.drives.append(d)
+            plan.filings.setdefault(opens, [])
+    for d in plan.drives:
+        d.rows = [case("screening") for _ in range(d.disputes)]
+    day = first + timedelta(days=3)
+    while day <= last:
+        township = rnd.choice(townships)
+        problems = [dict(case("night_visit"), category=None) for _ in range(rnd.randrange(0, 4))]
+        for p in problems:
+            for key in ("channel", "township", "village", "escalated", "backlog", "delegation", "referral"):
+                p.pop(key, None)
+        plan.visits.append(Visit(day, township, rnd.choice(directory.townships[township].villages).code,
+                                 rnd.randrange(5, 16), problems))
+        day += timedelta(days=max(1, round(14 / max(scale, 0.1))))
+    return plan
