@@ -72,8 +72,14 @@ def reject(routing: Routing, event: ev.Event) -> str | None:
     return None
 
 
+def _after(routing: Routing, cause: ev.Event) -> datetime:
+    """When routing acts on an event: now, but never before the event itself (clocks of services
+    and departments differ), so a case's timeline keeps cause before effect."""
+    return max(routing.clock.now(), cause.occurred_at)
+
+
 def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
-    now = routing.clock.now()
+    now = _after(routing, case)
     brief = ev.CaseBrief.of(case)
     conn.execute(tables.cases.insert(), {
         "case_id": case.case_id, "channel": case.channel, "township": case.township, "category": case.category,
@@ -93,7 +99,7 @@ def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
 
 def returned(routing: Routing, conn: Connection, event: ev.CaseReturned) -> None:
     """退回: route again without every unit that returned it; after ``max_returns``, triage."""
-    now = routing.clock.now()
+    now = _after(routing, event)
     a = tables.assignments
     held = conn.execute(select(a.c.id, a.c.role).where(a.c.case_id == event.case_id, a.c.unit == event.unit,
                                                        a.c.active)).first()

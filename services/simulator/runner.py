@@ -182,7 +182,8 @@ class Simulation:
             case.returned = True
             self.todo[day + timedelta(days=1)].append(("return", case.case_id, unit))
             return
-        sign = day + timedelta(days=rnd.randint(*habit.sign_days))
+        # From tomorrow: what is seen today is seen after today's work is done.
+        sign = day + timedelta(days=max(1, rnd.randint(*habit.sign_days)))
         self.todo[sign].append(("sign", case.case_id, unit))
         reply = sign + timedelta(days=max(1, rnd.randint(*habit.reply_days)))
         if rnd.random() < habit.extension_rate:
