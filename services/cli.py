@@ -13,7 +13,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="xinfang", description="The county letters-and-visits case system.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("up", help="start NATS (embedded unless XF_NATS_URL is set) and every service")
+    up = sub.add_parser("up", help="start NATS (embedded unless XF_NATS_URL is set) and every service")
+    up.add_argument("--demo", action="store_true",
+                    help="instead: a fresh system in var/demo with a simulated county-year played through it")
 
     run = sub.add_parser("run", help="run one service process (several may run as replicas)")
     run.add_argument("service", choices=SERVICES)
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"bad configuration: {exc}", file=sys.stderr)
             return 2
+    if args.command == "up" and args.demo:
+        from services.simulator.cli import simulate
+        return simulate(settings, 1, 1.0, 365, 60, settings.data_dir / "demo", stay_up=True)
     if args.command == "up":
         return runtime.up(settings)
     if args.command == "run":

@@ -20,7 +20,14 @@ from shared.policy import load_policy
 from shared.settings import Settings
 
 
-def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days: int, keep: Path | None) -> int:
+def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days: int, keep: Path | None,
+             stay_up: bool = False) -> int:
+    """``stay_up`` (``xinfang up --demo``): after the report, keep the system running for a look around."""
+    if keep is not None and Path(keep).exists() and any(Path(keep).iterdir()):
+        if not (Path(keep) / "services.log").exists():
+            print(f"{keep} is not empty and not a simulation's folder; choose another", file=sys.stderr)
+            return 2
+        shutil.rmtree(keep)  # a fresh system, so a seed always gives the same year
     data = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="xinfang-sim-"))
     ports = {s: runtime.free_port() for s in SERVICES}
     nats_server = runtime.NatsServer(data / "nats", runtime.free_port())
@@ -62,6 +69,16 @@ def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days:
             return 1
         print("self-check passed: every case is where the simulator left it, no event lost or doubled, "
               "and the report's figures equal the simulator's own counts")
+        if stay_up:
+            print("\nthe simulated county stays up (Ctrl-C stops it):")
+            for s, url in urls.items():
+                print(f"  {s:<12} {url}  (API docs {url}/docs)")
+            print(f"  NATS         {nats_server.url}", flush=True)
+            try:
+                while all(p.poll() is None for p in children.values()):
+                    time.sleep(0.5)
+            except KeyboardInterrupt:
+                pass
         return 0
     finally:
         runtime.stop_all(children)
