@@ -7,7 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import Table, text
 
@@ -15,7 +15,7 @@ from shared.bus import Bus
 from shared.clock import Clock, ManualClock, SystemClock
 from shared.consumer import ApplyBatch, ConsumerSpec, DurableConsumer, Reject
 from shared.db import UnitOfWork, make_engine, migrate
-from shared.http import require_role
+from shared.http import install_common, require_role
 from shared.metrics import ServiceMetrics
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
@@ -74,6 +74,17 @@ class ServicePlumbing:
             await self.bus.close()
             self.engine.dispose()
         return lifespan
+
+    def app(self, description: str, router: APIRouter, state: dict, **http) -> FastAPI:
+        """The service's FastAPI app: lifespan, the common HTTP parts, time travel, its routes.
+        ``state`` goes on ``app.state`` (the use-case context); ``http`` to ``install_common``."""
+        app = FastAPI(title=f"xinfang {self.service}", version="1", lifespan=self.lifespan(), description=description)
+        for key, value in {**state, "relay": self.relay}.items():
+            setattr(app.state, key, value)
+        install_common(app, self.metrics, self.readiness, max_body=self.settings.max_body_bytes, **http)
+        self.install_time_travel(app)
+        app.include_router(router)
+        return app
 
     def install_time_travel(self, app: FastAPI) -> None:
         """``PUT /api/v1/clock`` {"now": …} sets the service's clock, in time-travel mode only."""

@@ -9,7 +9,6 @@ from services.intake import api, domain, tables
 from services.intake.service import Intake, IntakeMetrics
 from shared.clock import Clock
 from shared.directory import Directory, load_directory
-from shared.http import install_common
 from shared.settings import Settings
 from shared.wiring import ServicePlumbing
 
@@ -31,18 +30,11 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
             log.warning("XF_CLERK_TOKEN is unset: intake's clerk routes are open (fine for a local run only)")
     plumbing.on_start.append(warn_if_open)
 
-    app = FastAPI(title="xinfang intake", version="1", lifespan=plumbing.lifespan(),
-                  description="Every channel in: cases are validated, numbered, stored and published on "
-                              "`cases.received`. Errors name each failing field.")
-    app.state.intake = intake
-    app.state.relay = plumbing.relay
-
     def body_rules(route: str, body: object) -> list:
         return domain.check_submission(body, directory) if route == "/api/v1/cases" else []
 
-    install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes, body_rules=body_rules,
-                   large_bodies={"/import": (settings.max_upload_bytes, "multipart/form-data"),
-                                 "/rows": (settings.max_upload_bytes, "application/json")})
-    plumbing.install_time_travel(app)
-    app.include_router(api.build_router(intake))
-    return app
+    return plumbing.app(
+        "Every channel in: cases are validated, numbered, stored and published on `cases.received`. "
+        "Errors name each failing field.", api.build_router(intake), {"intake": intake}, body_rules=body_rules,
+        large_bodies={"/import": (settings.max_upload_bytes, "multipart/form-data"),
+                      "/rows": (settings.max_upload_bytes, "application/json")})

@@ -9,7 +9,6 @@ from services.routing import api, domain, handlers, tables
 from services.routing.service import Routing, RoutingMetrics
 from shared.clock import Clock
 from shared.directory import Directory, load_directory
-from shared.http import install_common
 from shared.rules import load_routing
 from shared.settings import Settings
 from shared.wiring import ServicePlumbing
@@ -32,12 +31,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     plumbing.on_start.append(warm_up)
     plumbing.workers += [handlers.build_consumer(routing, plumbing), handlers.AssignmentResponder(routing, plumbing.bus)]
 
-    app = FastAPI(title="xinfang routing", version="1", lifespan=plumbing.lifespan(),
-                  description="Chooses each case's lead and co-handling units (`cases.assigned.<unit>`), sends "
-                              "what it cannot place to triage, and gives important cases a lead leader.")
-    app.state.routing = routing
-    app.state.relay = plumbing.relay
-    install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
-    plumbing.install_time_travel(app)
-    app.include_router(api.build_router(routing))
-    return app
+    return plumbing.app(
+        "Chooses each case's lead and co-handling units (`cases.assigned.<unit>`), sends what it cannot place to "
+        "triage, and gives important cases a lead leader.", api.build_router(routing), {"routing": routing})

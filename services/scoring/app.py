@@ -8,7 +8,6 @@ from services.scoring.service import Scoring, ScoringMetrics
 from shared.clock import Clock, SystemClock
 from shared.db import UnitOfWork
 from shared.directory import Directory, load_directory
-from shared.http import install_common
 from shared.scoring_weights import load_weights
 from shared.settings import Settings
 from shared.wiring import ServicePlumbing
@@ -30,12 +29,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     scoring = build_scoring(settings, plumbing.uow, metrics, plumbing.clock, directory)
     plumbing.workers.append(handlers.build_consumer(scoring, plumbing))
 
-    app = FastAPI(title="xinfang scoring", version="1", lifespan=plumbing.lifespan(),
-                  description="A projection of the event stream: figures for any period and filter, "
-                              "scorecards, rankings, accountability and the bureau's reports.")
-    app.state.scoring = scoring
-    app.state.relay = plumbing.relay
-    install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
-    plumbing.install_time_travel(app)
-    app.include_router(api.build_router(scoring, settings.clerk_token, settings.supervisor_token))
-    return app
+    return plumbing.app(
+        "A projection of the event stream: figures for any period and filter, scorecards, rankings, "
+        "accountability and the bureau's reports.",
+        api.build_router(scoring, settings.clerk_token, settings.supervisor_token), {"scoring": scoring})

@@ -3,7 +3,6 @@ tables — a day at a time, with every service's clock set to the simulated day.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time as wall
 from collections import defaultdict
@@ -295,7 +294,3 @@ def _row(body: dict) -> dict:
             "village": body["village"], "category": body["category"], "title": body["title"],
             "content": body["content"], "people_count": body.get("people_count", 1),
             "escalated": body["escalated"], "backlog": body["backlog"]}
-
-
-def as_json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str)

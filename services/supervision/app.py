@@ -9,7 +9,6 @@ from services.supervision import api, handlers, tables
 from services.supervision.service import Supervision, SupervisionMetrics
 from shared.clock import Clock
 from shared.directory import Directory, load_directory
-from shared.http import install_common
 from shared.policy import load_policy, schedule_known_through
 from shared.settings import Settings
 from shared.wiring import ServicePlumbing
@@ -36,12 +35,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
                         f"{known}; update it for make-up working days", extra={"fields": {"known_through": known}})
     plumbing.on_start.append(check_calendar)
 
-    app = FastAPI(title="xinfang supervision", version="1", lifespan=plumbing.lifespan(),
-                  description="Each case's lifecycle and legal deadlines: reminders, overdue, escalation, "
-                              "closing, numbered supervision notices, and every case's timeline.")
-    app.state.supervision = sup
-    app.state.relay = plumbing.relay
-    install_common(app, metrics, plumbing.readiness, max_body=settings.max_body_bytes)
-    plumbing.install_time_travel(app)
-    app.include_router(api.build_router(sup))
-    return app
+    return plumbing.app(
+        "Each case's lifecycle and legal deadlines: reminders, overdue, escalation, closing, numbered supervision "
+        "notices, and every case's timeline.", api.build_router(sup), {"supervision": sup})
