@@ -225,7 +225,7 @@ def case_view(sup: Supervision, case_id: str) -> dict:
             "received_at": r.received_at, "replied_at": r.replied_at, "closed_at": r.closed_at, "dues": r.dues}
 
 
-def cases_by(sup: Supervision, unit: str | None, state: str | None) -> list[dict]:
+def _open_cases(sup: Supervision, unit: str | None, state: str | None) -> list:
     c = tables.cases
     q = select(c.c.case_id, c.c.state, c.c.lead, c.c.dues).where(c.c.state.notin_(["closed", "archived"]))
     if unit:
@@ -233,8 +233,12 @@ def cases_by(sup: Supervision, unit: str | None, state: str | None) -> list[dict
     if state:
         q = q.where(c.c.state == state)
     with sup.uow.engine.connect() as conn:
-        return [{"case_id": r.case_id, "state": r.state, "lead": r.lead, "next_due": _next_due(r.dues)}
-                for r in conn.execute(q.order_by(c.c.case_id))]
+        return conn.execute(q.order_by(c.c.case_id)).all()
+
+
+def cases_by(sup: Supervision, unit: str | None, state: str | None) -> list[dict]:
+    return [{"case_id": r.case_id, "state": r.state, "lead": r.lead, "next_due": _next_due(r.dues)}
+            for r in _open_cases(sup, unit, state)]
 
 
 def _next_due(dues: list[dict]) -> dict | None:
@@ -247,15 +251,13 @@ def due_list(sup: Supervision, *, overdue: bool, within_days: int = 3, unit: str
     now = sup.clock.now()
     horizon = now + timedelta(days=within_days)
     out = []
-    for case in cases_by(sup, unit, None):
-        with sup.uow.engine.connect() as conn:
-            dues = conn.execute(select(tables.cases.c.dues).where(tables.cases.c.case_id == case["case_id"])).scalar()
-        for d in dues:
+    for case in _open_cases(sup, unit, None):
+        for d in case.dues:
             if d["met_at"] is not None:
                 continue
             at = datetime.fromisoformat(d["due_at"])
             if (overdue and at <= now) or (not overdue and now < at <= horizon):
-                out.append({"case_id": case["case_id"], "state": case["state"], "unit": d["unit"] or case["lead"],
+                out.append({"case_id": case.case_id, "state": case.state, "unit": d["unit"] or case.lead,
                             "due_kind": d["kind"], "due_at": at})
     return sorted(out, key=lambda x: x["due_at"])
 
