@@ -99,7 +99,7 @@ class DurableConsumer:
         while not self._stopping:
             try:
                 msgs = await sub.fetch(self.spec.batch, timeout=1.0)
-            except NatsTimeout:
+            except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when a fetch finds nothing
                 continue
             except Exception as exc:  # noqa: BLE001 - NATS away: wait and fetch again
                 log.warning("fetch failed", extra={"fields": {"consumer": self.spec.durable, "error": repr(exc)}})

@@ -19,7 +19,7 @@ class ServiceMetrics:
         self.http_seconds = Histogram("xf_http_request_seconds", "HTTP request duration by route template",
                                       ["route"], registry=r,
                                       buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
-        self.outbox_pending = Gauge("xf_outbox_pending", "Outbox events not yet acknowledged by JetStream",
+        self.outbox_pending = Gauge("xf_outbox_pending", "Outbox events not yet acknowledged by JetStream (the service's whole table)",
                                     registry=r)
         self.outbox_published = Counter("xf_outbox_published_total", "Outbox events acknowledged by JetStream",
                                         registry=r)

@@ -106,7 +106,6 @@ class OutboxRelay:
     async def publish_once(self) -> tuple[int, int]:
         """Claim a batch, publish it with gathered acks, mark what was acknowledged. (sent, failed)"""
         if not self.bus.connected:
-            await asyncio.to_thread(self._update_pending_gauge)
             return 0, 1 if await asyncio.to_thread(self._has_pending) else 0
         rows = await asyncio.to_thread(self._claim)
         if not rows:
@@ -151,7 +150,6 @@ class OutboxRelay:
                              [{"rid": i} for i in sent])
             if failed:  # release at once; the backoff in run() spaces the retries
                 conn.execute(update(t).where(t.c.id.in_(failed)).values(claimed_until=None))
-        self._update_pending_gauge()
 
     def _has_pending(self) -> bool:
         with self.engine.connect() as conn:
@@ -161,10 +159,6 @@ class OutboxRelay:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).where(self.table.c.sent_at.is_(None))).scalar_one()
 
-    def _update_pending_gauge(self) -> None:
-        if self.metrics is not None:
-            self.metrics.outbox_pending.set(self.pending())
-
     def _housekeeping(self) -> None:
         if time.monotonic() - self._last_purge < 3600:
             return
@@ -172,4 +166,3 @@ class OutboxRelay:
         cutoff = datetime.now(timezone.utc) - self.retention
         with self.engine.begin() as conn:
             conn.execute(delete(self.table).where(self.table.c.sent_at < cutoff))
-        self._update_pending_gauge()

@@ -42,6 +42,7 @@ class ServicePlumbing:
                                  poll_s=settings.relay_poll_s, lease_s=settings.relay_lease_s,
                                  retention_days=settings.outbox_retention_days, metrics=metrics)
         self.bus.on_connected = self.relay.wake
+        metrics.outbox_pending.set_function(self.relay.pending)  # counted at each scrape, never stale
         self.uow = UnitOfWork(self.engine, on_commit=self.relay.wake)
         # Started after the bus (consumers, responders); each has run() and stop().
         self.workers: list = []

@@ -32,7 +32,7 @@ async def read_subject_async(url: str, subject: str, stream: str = "CASES") -> l
         while True:
             try:
                 msgs = await sub.fetch(batch=500, timeout=0.5)
-            except NatsTimeout:
+            except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when a fetch finds nothing
                 return out
             for m in msgs:
                 out.append((dict(m.headers or {}), decode(m.data)))

@@ -228,7 +228,7 @@ def read_subject_raw(url: str) -> list[dict]:
         sub = await nc.jetstream().pull_subscribe("deadletter.>", stream="DEADLETTER")
         try:
             msgs = await sub.fetch(100, timeout=0.5)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):
             msgs = []
         await nc.close()
         return [dict(m.headers) for m in msgs]

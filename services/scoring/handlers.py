@@ -1,6 +1,7 @@
 """Scoring on the bus: one durable consumer of the whole stream, and the replay that rebuilds."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import uuid
 from functools import partial
@@ -44,7 +45,7 @@ async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progre
         while True:
             try:
                 msgs = await sub.fetch(batch, timeout=1.0)
-            except NatsTimeout:
+            except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when a fetch finds nothing
                 break
             events = []
             for m in msgs:

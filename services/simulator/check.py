@@ -1,6 +1,7 @@
 """The simulator knows what it did: it checks the system's answers against its own record."""
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import date, timedelta
 
@@ -72,7 +73,7 @@ async def _stream_check(sim: Simulation) -> list[str]:
     while True:
         try:
             msgs = await sub.fetch(1000, timeout=1)
-        except NatsTimeout:
+        except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when a fetch finds nothing
             break
         for m in msgs:
             e = decode(m.data)

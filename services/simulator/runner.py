@@ -271,20 +271,24 @@ class Simulation:
 
     async def settled(self, consumers: tuple[str, ...] = ("routing", "supervision", "scoring"),
                       timeout: float = 120) -> None:
-        """Until every named consumer has taken and acknowledged all it will get, and outboxes are empty."""
+        """Until every named consumer has taken and acknowledged all it will get: outboxes empty, then
+        consumers idle, then the stream unchanged — twice running, so nothing slipped between looks."""
         js = self.nc.jetstream()
-        deadline = wall.monotonic() + timeout
+        deadline, clean, last_seq = wall.monotonic() + timeout, 0, -1
         while wall.monotonic() < deadline:
-            infos = [await js.consumer_info(self.ep.stream, c) for c in consumers]
-            pending = sum(i.num_pending + i.num_ack_pending for i in infos)
-            outboxes = 0
+            outboxes = 0.0
             for s in SERVICES:
                 text = (await self.http.get(f"{self.ep.urls[s]}/metrics")).text
                 outboxes += sum(float(line.split()[-1]) for line in text.splitlines()
                                 if line.startswith("xf_outbox_pending "))
-            if pending == 0 and outboxes == 0:
+            infos = [await js.consumer_info(self.ep.stream, c) for c in consumers]
+            pending = sum(i.num_pending + i.num_ack_pending for i in infos)
+            seq = (await js.stream_info(self.ep.stream)).state.last_seq
+            clean = clean + 1 if outboxes == 0 and pending == 0 and seq == last_seq else 0
+            if clean == 2:
                 return
-            await asyncio.sleep(0.02)
+            last_seq = seq
+            await asyncio.sleep(0.01)
         raise RuntimeError("the system did not settle")
 
 

@@ -9,6 +9,7 @@ under its own code only. Importable by a department's own system; ``xinfang unit
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -58,7 +59,7 @@ class UnitClient:
         while True:
             try:
                 msgs = await sub.fetch(batch, timeout=idle_timeout if idle_timeout is not None else 5.0)
-            except NatsTimeout:
+            except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when a fetch finds nothing
                 if idle_timeout is not None:
                     return
                 continue
