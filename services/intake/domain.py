@@ -2,8 +2,6 @@
 and the checks of a submission against its channel and the county's directory."""
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 import secrets
 from collections.abc import Iterable
@@ -12,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from shared.directory import Directory
 from shared.errors import FieldError
+from shared.privacy import keyed_hash
 
 CHINA_TZ = timezone(timedelta(hours=8))  # case numbers follow the county's calendar year
 MAX_TITLE = 100
@@ -49,7 +48,7 @@ def mask_resident_id(value: str) -> str:
 
 def resident_key(secret: str, value: str) -> str:
     """Keyed hash of an ID number: links a resident's cases without revealing the number."""
-    return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
+    return keyed_hash(secret, value)
 
 
 _MOBILE = re.compile(r"^1[3-9]\d{9}$")

@@ -34,6 +34,7 @@ from shared.directory import Directory
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound
 from shared.metrics import ServiceMetrics
 from shared.outbox import enqueue
+from shared.privacy import keyed_hash
 from shared.settings import Settings
 
 
@@ -241,7 +242,7 @@ def _accepted(row: dict) -> CaseAccepted:
 
 
 def _received_event(row: dict, actor: ev.Actor, key: str) -> ev.CaseReceived:
-    query_hash = domain.resident_key(key, row["query_code"])
+    query_hash = keyed_hash(key, row["query_code"])
     return ev.CaseReceived(
         case_id=row["number"], occurred_at=row["received_at"], actor=actor, channel=row["channel"],
         title=row["title"], content=row["content"], category=row["category"], township=row["township"],

@@ -7,7 +7,6 @@ transaction, guarded so that it happens once.
 """
 from __future__ import annotations
 
-import hmac
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -23,6 +22,7 @@ from shared.errors import Conflict, FieldError, InvalidInput, NotFound
 from shared.metrics import ServiceMetrics
 from shared.outbox import enqueue
 from shared.policy import DeadlinePolicy
+from shared.privacy import matches
 from shared.settings import Settings
 
 SUPERVISION = ev.Actor(kind="service", id="supervision")
@@ -272,9 +272,7 @@ def resident_progress(sup: Supervision, case_id: str, query_code: str) -> dict:
     c = tables.cases
     with sup.uow.engine.connect() as conn:
         r = conn.execute(select(c.c.state, c.c.query_code_hash).where(c.c.case_id == case_id)).first()
-    key = sup.settings.id_hash_key.get_secret_value()
-    given = hmac.new(key.encode(), query_code.upper().encode(), "sha256").hexdigest()
-    if r is None or r.query_code_hash is None or not hmac.compare_digest(given, r.query_code_hash):
+    if r is None or not matches(sup.settings.id_hash_key.get_secret_value(), query_code.upper(), r.query_code_hash):
         raise NotFound(f"no case {case_id} with this query code")
     steps: list[dict] = []
     for s in timeline(sup, case_id):
