@@ -176,3 +176,18 @@ def test_repeats_count_only_within_the_window_and_numbers_restart_each_year(sett
     assert outside["repeat_of"] is None
     assert [first["case_number"], inside["case_number"], outside["case_number"]] == [
         "QS-2026-000001", "QS-2026-000002", "QS-2027-000001"]
+
+
+def test_a_night_visit_logged_twice_with_one_key_is_logged_once(intake: TestClient, intake_db: Engine) -> None:
+    from tests.helpers import table_counts
+
+    body = {"cadre_name": "李明", "cadre_unit": "chengguan", "township": "chengguan", "village": "chengguan-heping",
+            "visited_on": "2026-03-02", "households_visited": 8,
+            "problems": [{"resident": {"name": "甲"}, "title": "水渠堵塞", "content": "无法灌溉"}]}
+    first = intake.post("/api/v1/visits", json=body, headers={"Idempotency-Key": "nv-1"})
+    before = table_counts(intake_db)
+    again = intake.post("/api/v1/visits", json=body, headers={"Idempotency-Key": "nv-1"})
+    assert first.status_code == again.status_code == 201 and again.json() == first.json()
+    assert table_counts(intake_db) == before
+    other = intake.post("/api/v1/visits", json={**body, "households_visited": 9}, headers={"Idempotency-Key": "nv-1"})
+    assert other.status_code == 409 and table_counts(intake_db) == before

@@ -114,7 +114,7 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
     """
     now = intake.clock.now()
     results: list[Result | None] = [None] * len(drafts)
-    seen = _existing_keys(conn, [d.key for d in drafts if d.key])
+    seen = stored_answers(conn, [d.key for d in drafts if d.key])
     for i, d in enumerate(drafts):
         if d.key in seen:
             hash_, response = seen[d.key]
@@ -169,7 +169,8 @@ def allocate(conn: Connection, name: str, n: int) -> int:
     return sequences.allocate(conn, tables.counters, name, n)
 
 
-def _existing_keys(conn: Connection, keys: list[str]) -> dict[str, tuple[str, dict]]:
+def stored_answers(conn: Connection, keys: list[str]) -> dict[str, tuple[str, dict]]:
+    """Idempotency keys already used → (hash of the body they came with, the answer given)."""
     if not keys:
         return {}
     t = tables.idempotency_keys

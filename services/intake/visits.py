@@ -1,11 +1,9 @@
 """驻村夜访: a cadre logs a night visit; each problem collected becomes a case (channel night_visit)."""
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from services.intake import domain, tables
 from services.intake.schemas import CaseAccepted, CaseSubmission, VisitLog, VisitLogged
-from services.intake.service import Draft, Intake, allocate, register, request_hash
+from services.intake.service import Draft, Intake, allocate, register, request_hash, stored_answers
 from shared import events as ev
 from shared.errors import Conflict, FieldError, InvalidInput
 from shared.outbox import enqueue
@@ -35,13 +33,11 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
     key = f"visit:{idempotency_key}" if idempotency_key else None
     now = intake.clock.now()
     with intake.uow.begin() as conn:
-        if key is not None:
-            t = tables.idempotency_keys
-            seen = conn.execute(select(t.c.request_hash, t.c.response).where(t.c.key == key)).first()
-            if seen is not None:
-                if seen.request_hash != request_hash(visit):
-                    raise Conflict("this Idempotency-Key was used with another body")
-                return VisitLogged.model_validate(seen.response)
+        if key is not None and (seen := stored_answers(conn, [key]).get(key)) is not None:
+            body_hash, answer = seen
+            if body_hash != request_hash(visit):
+                raise Conflict("this Idempotency-Key was used with another body")
+            return VisitLogged.model_validate(answer)
         year = domain.local_year(now)
         visit_id = f"NV{year}-{allocate(conn, f'visit:{year}', 1):05d}"
         conn.execute(tables.visits.insert(), {

@@ -139,7 +139,7 @@ def rank(cards: list[dict]) -> list[dict]:
     return ordered
 
 
-def accountability(facts: list[dict], all_facts: dict[str, dict], directory: Directory) -> list[dict]:
+def accountability(facts: list[dict], origins: dict[str, dict], directory: Directory) -> list[dict]:
     """责任追究: each breach the rules name, with the unit, its principal leader and leader in charge."""
     breaches: dict[tuple[str, str], list[str]] = {}
 
@@ -152,7 +152,7 @@ def accountability(facts: list[dict], all_facts: dict[str, dict], directory: Dir
             continue
         if f["escalated_overdue"]:
             breach("overdue_past_escalation", f["lead_unit"], f["case_id"])
-        earlier = all_facts.get(f["repeat_of"]) if f["repeat_of"] else None
+        earlier = origins.get(f["repeat_of"]) if f["repeat_of"] else None
         if earlier is not None:
             if f["collective"] and not is_closed(earlier):
                 breach("collective_from_unresolved_case", earlier["lead_unit"], f["case_id"])

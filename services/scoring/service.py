@@ -2,6 +2,7 @@
 and rebuild the projection from the stream."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -107,7 +108,7 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
             if frozen is not None:
                 return frozen
         facts = facts_in(conn, period, filters)
-        everything = {f["case_id"]: f for f in facts_in(conn, period)} | _repeat_origins(conn, facts)
+        origins = _repeat_origins(conn, facts)
         visits = [dict(r._mapping) for r in conn.execute(select(tables.visits))]
         drives = {r.drive_id: dict(r._mapping) for r in conn.execute(select(tables.drives))}
     from services.scoring import reports
@@ -117,7 +118,7 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
         "filters": filters, "frozen": False, "figures": domain.figures(facts),
         "channels": reports.channel_figures(facts, visits, drives, start, end),
         "scorecards": scorecards(scoring, facts),
-        "accountability": domain.accountability(facts, everything, scoring.directory),
+        "accountability": domain.accountability(facts, origins, scoring.directory),
         "rounding": "rates are shares 0..1; the narrative rounds percentages half-up to one decimal",
     }
     body["narrative"] = reports.narrative(scoring.directory, body)
@@ -125,6 +126,7 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
 
 
 def _repeat_origins(conn: Connection, facts: list[dict]) -> dict[str, dict]:
+    """The earlier cases that ``facts`` repeat, whatever period they belong to."""
     ids = {f["repeat_of"] for f in facts if f["repeat_of"]}
     c = tables.case_facts
     return {r.case_id: dict(r._mapping) for r in conn.execute(select(c).where(c.c.case_id.in_(ids)))} if ids else {}
@@ -151,7 +153,6 @@ def close_period(scoring: Scoring, period: str, closed_by: str) -> dict:
     body = {**body, "frozen": True}
     scores = [ev.UnitScore(unit=c["unit"], score=c["score"], rank=c["rank"])
               for group in body["scorecards"].values() for c in group]
-    import json
     frozen = json.loads(json.dumps(body, default=str))
     with scoring.uow.begin() as conn:
         conn.execute(tables.frozen_periods.insert(), {"period": period, "report": frozen, "closed_at": now})
