@@ -11,8 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from services.intake.app import create_app
-from services.runtime import NatsServer
+from services.runtime import NatsServer, app_factory
 from shared.clock import ManualClock, SystemClock
 from shared.db import make_engine
 from shared.settings import Settings
@@ -70,35 +69,37 @@ def settings(tmp_path: Path, nats_server: NatsServer, database: Callable[[str], 
                     relay_poll_s=0.1, clerk_token=None, log_level="WARNING")
 
 
+def running(service: str, settings: Settings, **kw) -> Iterator[TestClient]:  # noqa: ANN003
+    """A fresh app of ``service``, started (migrations, NATS, relay, consumers) and stopped around a test."""
+    with TestClient(app_factory(service)(settings, **kw)) as client:
+        yield client
+
+
+def engine_of(service: str, settings: Settings) -> Iterator:
+    """An engine on a service's database (after its app has migrated it), to look behind the API."""
+    engine = make_engine(settings.db_url(service))
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture
 def intake(settings: Settings) -> Iterator[TestClient]:
-    """A fresh intake app, started (migrations, NATS connection, relay) and stopped around the test."""
-    with TestClient(create_app(settings)) as client:
-        yield client
+    yield from running("intake", settings)
 
 
 @pytest.fixture
 def intake_db(settings: Settings, intake: TestClient) -> Iterator:
-    """An engine on intake's database (after the app has migrated it), for looking behind the API."""
-    engine = make_engine(settings.db_url("intake"))
-    yield engine
-    engine.dispose()
+    yield from engine_of("intake", settings)
 
 
 @pytest.fixture
 def routing(settings: Settings) -> Iterator[TestClient]:
-    """A fresh routing app with its consumer running against the test's nats-server."""
-    from services.routing.app import create_app as create_routing
-
-    with TestClient(create_routing(settings)) as client:
-        yield client
+    yield from running("routing", settings)
 
 
 @pytest.fixture
 def routing_db(settings: Settings, routing: TestClient) -> Iterator:
-    engine = make_engine(settings.db_url("routing"))
-    yield engine
-    engine.dispose()
+    yield from engine_of("routing", settings)
 
 
 @pytest.fixture
@@ -109,22 +110,14 @@ def clock() -> ManualClock:
 
 @pytest.fixture
 def supervision(settings: Settings, clock: ManualClock) -> Iterator[TestClient]:
-    from services.supervision.app import create_app as create_supervision
-
-    with TestClient(create_supervision(settings, clock=clock)) as client:
-        yield client
+    yield from running("supervision", settings, clock=clock)
 
 
 @pytest.fixture
 def supervision_db(settings: Settings, supervision: TestClient) -> Iterator:
-    engine = make_engine(settings.db_url("supervision"))
-    yield engine
-    engine.dispose()
+    yield from engine_of("supervision", settings)
 
 
 @pytest.fixture
 def scoring(settings: Settings) -> Iterator[TestClient]:
-    from services.scoring.app import create_app as create_scoring
-
-    with TestClient(create_scoring(settings)) as client:
-        yield client
+    yield from running("scoring", settings)

@@ -109,13 +109,12 @@ def start_service(service: str, port: int, env: dict, log_dir) -> "subprocess.Po
     """``xinfang run SERVICE`` as its own process, as a replica runs in production; waits until healthy."""
     import os
     import subprocess
-    import sys
 
-    from services.runtime import wait_healthy
+    from services.runtime import spawn, wait_healthy
 
     log = open(log_dir / f"{service}-{port}.log", "wb")  # noqa: SIM115 - the child owns it
-    proc = subprocess.Popen([sys.executable, "-m", "services.cli", "run", service, "--port", str(port)],
-                            env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT)
+    proc = spawn(service, {**os.environ, **env, f"XF_{service.upper()}_PORT": str(port)},
+                 stdout=log, stderr=subprocess.STDOUT)
     wait_healthy(f"http://127.0.0.1:{port}", proc)
     return proc
 
