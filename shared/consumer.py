@@ -1,15 +1,18 @@
-"""A durable pull consumer that a service's replicas share (DESIGN §8; ../shared/FASTSTREAM-NOTES.md).
+"""A service's durable consumer: a FastStream batch pull subscriber over our own apply policy
+(DESIGN §8; ../shared/FASTSTREAM-NOTES.md, "Batch subscribers").
 
-Messages are fetched in batches and a batch is applied in one transaction together with the inbox
-(so a redelivered event changes nothing) and the outbox rows it produces; acks follow the commit.
-A batch that fails is applied message by message, so one poison message holds back nothing: it is
-retried with a growing delay and, after ``max_deliver`` attempts, moved to ``deadletter.<service>``
-with the error. A message that cannot be decoded, or that the service rejects outright (an unknown
-unit, say), goes there at once: retrying cannot fix it.
+Each service maps event type → handler in one :class:`HandlerTable`; the consumer's filter subjects
+are derived from it. FastStream fetches batches from the durable pull consumer that the service's
+replicas share, with manual acks and a decoder that hands over the raw messages; this module does the
+rest: it decodes each message, dead-letters what cannot be applied — undecodable, *forged* (its
+subject is not the one its type and unit imply), or naming codes the county does not have — and
+applies the rest in one transaction with the inbox (so a redelivered event changes nothing) and the
+outbox rows it produces; acks follow the commit. A batch that fails is applied message by message,
+so one poison message holds back nothing: it is retried with a growing delay and, after
+``max_deliver`` attempts, moved to ``deadletter.<service>`` with the error.
 
-Built on nats-py rather than faststream: batches per transaction are what the throughput target
-needs (PERF-NOTES: faststream 2–3× the CPU per message), and the ack, retry and dead-letter policy
-is explicit here instead of in defaults that lose messages (FASTSTREAM-NOTES).
+Measured (``benchmarks/consumer_cpu.py``): this shape costs about what a hand-written nats-py loop
+costs; FastStream's per-message subscribers and default ack policies do not (FASTSTREAM-NOTES).
 """
 from __future__ import annotations
 
@@ -17,26 +20,103 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
+from faststream import AckPolicy as DeliveryAck
+from faststream.nats import JStream, PullSub
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 from sqlalchemy import Connection, Table
 
+from shared import events as ev
 from shared import subjects
 from shared.bus import Bus
 from shared.db import UnitOfWork
-from shared.events import Event, UndecodableEvent, decode
 from shared.inbox import new_event_ids
 from shared.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 
-ApplyBatch = Callable[[Connection, list[Event]], None]  # in a thread, inside the batch's transaction
-Reject = Callable[[Event], str | None]  # a reason to dead-letter at once, or None
+
+def _fetch_timeouts_as_nats_timeouts() -> None:
+    """nats-py 2.16's ``fetch`` raises a bare ``asyncio.TimeoutError`` when a pull finds nothing
+    more, but FastStream 0.7's batch loop catches only ``nats.errors.TimeoutError``: its task died
+    and the messages it had already fetched for the batch waited out ``ack_wait`` (30 s) before being
+    redelivered. Raise nats-py's own timeout instead, as its type promises."""
+    fetch = PullSubscription.fetch
+    if getattr(fetch, "xf_shim", False):
+        return
+
+    async def shimmed(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        try:
+            return await fetch(self, *args, **kwargs)
+        except NatsTimeout:
+            raise
+        except asyncio.TimeoutError as exc:
+            raise NatsTimeout from exc
+    shimmed.xf_shim = True  # type: ignore[attr-defined]
+    PullSubscription.fetch = shimmed
+
+
+PullSubscription = JetStreamContext.PullSubscription
+_fetch_timeouts_as_nats_timeouts()
+DEPARTMENT_SUBJECTS = [c.subject_template for c in ev.DEPARTMENT_EVENTS]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """An event as the bus delivered it."""
+
+    event: ev.Event
+    subject: str
+    received_at: datetime  # when the stream stored it: the bus's receipt time, not the publisher's clock
+
+
+Handler = Callable[[Any, Connection, Delivery], None]  # (the service's context, the batch's transaction, the event)
+
+
+@dataclass(frozen=True)
+class HandlerTable:
+    """One service's bus side: event type → handler. The consumer's filter subjects come from it.
+
+    By default each event of a batch goes to its handler ``(ctx, conn, delivery)``. A service that
+    works on whole batches (supervision re-folds each touched case once; scoring loads and stores the
+    batch's facts together) passes ``apply_batch(ctx, conn, batch)``, which uses the table's values
+    itself. ``reject`` names a reason to dead-letter an event at once (e.g. an unknown unit code).
+    """
+
+    handlers: Mapping[type[ev.Event], Callable]
+    reject: Callable[[Any, ev.Event], str | None] | None = None
+    apply_batch: Callable[[Any, Connection, list[Delivery]], None] | None = None
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        return tuple(sorted({subjects.wildcard(t.subject_template) for t in self.handlers}))
+
+    def bind(self, ctx: Any) -> BoundTable:
+        return BoundTable(self, ctx)
+
+
+@dataclass(frozen=True)
+class BoundTable:
+    table: HandlerTable
+    ctx: Any
+
+    def apply(self, conn: Connection, batch: list[Delivery]) -> None:
+        """In a thread, inside the batch's transaction."""
+        if self.table.apply_batch is not None:
+            self.table.apply_batch(self.ctx, conn, batch)
+            return
+        for d in batch:
+            self.table.handlers[type(d.event)](self.ctx, conn, d)
+
+    def reject(self, event: ev.Event) -> str | None:
+        return self.table.reject(self.ctx, event) if self.table.reject else None
 
 
 @dataclass(frozen=True)
@@ -48,6 +128,8 @@ class ConsumerSpec:
     ack_wait_s: float = 30.0
     backoff_s: tuple[float, ...] = (0.5, 2.0, 8.0, 30.0)
     max_ack_pending: int = 1000
+    fetch_timeout_s: float = 0.1  # a lone message waits at most this long for its batch to fill
+    extra: dict = field(default_factory=dict)
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -82,96 +164,99 @@ async def ensure_consumer(bus: Bus, stream: str, spec: ConsumerSpec) -> None:
             raise RuntimeError(f"cannot update consumer {spec.durable}: {error}")
 
 
+async def _raw_messages(msg):  # noqa: ANN001, ANN202 - FastStream decoder: hand over nats-py's messages
+    return msg.raw_message
+
+
 class DurableConsumer:
     def __init__(self, service: str, bus: Bus, uow: UnitOfWork, inbox: Table, spec: ConsumerSpec,
-                 apply: ApplyBatch, metrics: ServiceMetrics, reject: Reject | None = None) -> None:
+                 table: BoundTable, metrics: ServiceMetrics) -> None:
         self.service, self.bus, self.uow, self.inbox, self.spec = service, bus, uow, inbox, spec
-        self.apply, self.reject, self.metrics = apply, reject, metrics
-        self._stopping = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self.table, self.metrics = table, metrics
+        self.subscriber = bus.broker.subscriber(
+            config=spec.config(), durable=spec.durable, stream=JStream(bus.settings.stream_name, declare=False),
+            pull_sub=PullSub(batch_size=spec.batch, batch=True, timeout=spec.fetch_timeout_s),
+            ack_policy=DeliveryAck.MANUAL, decoder=_raw_messages, max_workers=1,
+            title=f"{service}'s durable consumer", description=f"Filter subjects: {', '.join(spec.filter_subjects)}")
 
-    async def run(self) -> None:
-        await self.bus.wait_connected()
-        stream = self.bus.settings.stream_name
-        await ensure_consumer(self.bus, stream, self.spec)
-        sub = await self.bus.js.pull_subscribe_bind(durable=self.spec.durable, stream=stream)
-        while not self._stopping:
-            try:
-                msgs = await sub.fetch(self.spec.batch, timeout=1.0)
-            except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when a fetch finds nothing
-                continue
-            except Exception as exc:  # noqa: BLE001 - NATS away: wait and fetch again
-                log.warning("fetch failed", extra={"fields": {"consumer": self.spec.durable, "error": repr(exc)}})
-                await asyncio.sleep(0.5)
-                continue
-            self._idle.clear()
-            try:
-                await self.handle(msgs)
-            finally:
-                self._idle.set()
+        async def on_batch(msgs: list) -> None:
+            await self.handle(msgs)
+        self.subscriber(on_batch)
+
+        async def ensure() -> None:  # before FastStream binds to it
+            await ensure_consumer(bus, bus.settings.stream_name, spec)
+        bus.before_subscribing.append(ensure)
 
     async def stop(self) -> None:
-        """Fetch no more; let the batch in hand finish and be acked."""
-        self._stopping = True
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout=self.spec.ack_wait_s)
+        """Fetch no more; let the batch in hand finish and be acked (FastStream's graceful stop)."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.subscriber.stop(), timeout=self.spec.ack_wait_s)
 
     async def handle(self, msgs: list) -> None:
-        good = []
+        good: list[tuple[Any, Delivery]] = []
         for msg in msgs:
             try:
-                event = decode(msg.data)
-                reason = self.reject(event) if self.reject else None
-                kind = "rejected"
-            except UndecodableEvent as exc:
-                reason, kind = str(exc), "undecodable"
+                event = ev.decode(msg.data)
+            except ev.UndecodableEvent as exc:
+                await self.dead_letter(msg, str(exc), "undecodable")
+                continue
+            if msg.subject != event.subject:
+                await self.dead_letter(msg, f"{event.type} naming unit {getattr(event, 'unit', None)!r} belongs on "
+                                            f"{event.subject!r}, not {msg.subject!r}", "forged", event)
+                continue
+            reason = self.table.reject(event)
             if reason is not None:
-                await self.dead_letter(msg, reason, kind)
-            else:
-                good.append((msg, event))
+                await self.dead_letter(msg, reason, "rejected", event)
+                continue
+            good.append((msg, Delivery(event, msg.subject, msg.metadata.timestamp or datetime.now(timezone.utc))))
         if not good:
             return
         try:
-            await asyncio.to_thread(self._apply, [e for _, e in good])
+            await asyncio.to_thread(self._apply, [d for _, d in good])
         except Exception:  # noqa: BLE001 - find the culprit one by one
             log.warning("batch failed; applying one by one", extra={"fields": {"consumer": self.spec.durable}})
-            for msg, event in good:
+            for msg, delivery in good:
                 try:
-                    await asyncio.to_thread(self._apply, [event])
+                    await asyncio.to_thread(self._apply, [delivery])
                 except Exception as exc:  # noqa: BLE001
-                    await self._retry_or_dead_letter(msg, exc)
+                    await self._retry_or_dead_letter(msg, delivery.event, exc)
                 else:
                     await msg.ack()
             return
         for msg, _ in good:
             await msg.ack()
 
-    def _apply(self, events: list[Event]) -> None:
+    def _apply(self, batch: list[Delivery]) -> None:
         with self.uow.begin() as conn:
-            fresh = new_event_ids(conn, self.inbox, [e.event_id for e in events], datetime.now(timezone.utc))
-            todo = list({e.event_id: e for e in events if e.event_id in fresh}.values())
+            fresh = new_event_ids(conn, self.inbox, [d.event.event_id for d in batch], datetime.now(timezone.utc))
+            todo = list({d.event.event_id: d for d in batch if d.event.event_id in fresh}.values())
             if todo:
-                self.apply(conn, todo)
+                self.table.apply(conn, todo)
         self.metrics.consumed.labels(self.spec.durable, "applied").inc(len(todo))
-        self.metrics.consumed.labels(self.spec.durable, "duplicate").inc(len(events) - len(todo))
+        self.metrics.consumed.labels(self.spec.durable, "duplicate").inc(len(batch) - len(todo))
 
-    async def _retry_or_dead_letter(self, msg, exc: Exception) -> None:  # noqa: ANN001
+    async def _retry_or_dead_letter(self, msg, event: ev.Event, exc: Exception) -> None:  # noqa: ANN001
         attempt = msg.metadata.num_delivered
         if attempt >= self.spec.max_deliver:
-            await self.dead_letter(msg, f"failed {attempt} times: {exc!r}", "failed")
+            await self.dead_letter(msg, f"failed {attempt} times: {exc!r}", "failed", event)
             return
         log.warning("event failed; will retry", extra={"fields": {
             "consumer": self.spec.durable, "attempt": attempt, "error": type(exc).__name__}})
         self.metrics.consumed.labels(self.spec.durable, "retried").inc()
         await msg.nak(delay=self.spec.backoff_s[min(attempt, len(self.spec.backoff_s)) - 1])
 
-    async def dead_letter(self, msg, reason: str, kind: str) -> None:  # noqa: ANN001
-        """Move the message, with the error, to ``deadletter.<service>``; then stop its redelivery."""
+    async def dead_letter(self, msg, reason: str, kind: str, event: ev.Event | None = None) -> None:  # noqa: ANN001
+        """Move the message, with the error, to ``deadletter.<service>``; tell the unit that published
+        it (when a unit did) on ``cases.refused.<unit>``; then stop its redelivery."""
         seq = msg.metadata.sequence.stream
         await self.bus.js.publish(subjects.DEAD_LETTER.format(service=self.service), msg.data, headers={
             "Nats-Msg-Id": f"{self.spec.durable}:{seq}", "Xf-Error": reason[:2000], "Xf-Error-Kind": kind,
             "Xf-Original-Subject": msg.subject, "Xf-Stream-Seq": str(seq), "Xf-Consumer": self.spec.durable})
+        unit = subjects.unit_of(msg.subject, DEPARTMENT_SUBJECTS)
+        if unit is not None:
+            refusal = ev.EventRefused.of(event, unit=unit, subject=msg.subject, kind=kind, reason=reason,
+                                         by=self.service, stream_seq=seq)
+            await self.bus.js.publish(refusal.subject, ev.encode(refusal), headers={"Nats-Msg-Id": refusal.event_id})
         await msg.term()
         self.metrics.dead_letters.labels(self.spec.durable, kind).inc()
         # The reason stays in the dead-letter header: it may quote the payload, which logs must not.

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     consumer_ack_wait_s: float = 30.0
     consumer_batch: int = Field(100, ge=1, le=1000)  # events fetched and applied per transaction
     consumer_max_deliver: int = 5
+    # A department's event stamped at most this long before the bus received it is placed at the
+    # receipt time on the case's timeline (its server clock may run a few minutes behind).
+    clock_tolerance_s: float = Field(300.0, ge=0)
 
     # Supervision: how often deadlines are swept; time travel (tests and demos only) lets
     # POST /api/v1/clock/advance move supervision's clock, and sweeps then catch up exactly.

@@ -28,6 +28,9 @@ DRIVE_OPENED = "drives.opened"
 DRIVE_CLOSED = "drives.closed"
 VISIT_LOGGED = "visits.logged"
 PERIOD_CLOSED = "scoring.period_closed"
+# To one unit alone: what became of its refused events, and what others did about its cases.
+REFUSED = "cases.refused.{unit}"
+NOTIFIED = "cases.notified.{unit}"
 
 # Everything above is kept in one stream, so any projection can be rebuilt by replaying it.
 STREAM_SUBJECTS = ["cases.>", "supervision.>", "drives.>", "visits.>", "scoring.>"]
@@ -45,3 +48,14 @@ ASSIGNMENT_QUERY = "routing.assignment.{unit}"
 def for_unit(unit: str) -> str:
     """What a unit subscribes to: every event about its own cases."""
     return f"cases.*.{unit}"
+
+
+def wildcard(template: str) -> str:
+    """A subject template as a filter over every unit: ``cases.signed.{unit}`` → ``cases.signed.*``."""
+    return template.format(unit="*")
+
+
+def unit_of(subject: str, templates: list[str]) -> str | None:
+    """The unit a subject names, if it is one of ``templates`` (``cases.signed.forestry`` → forestry)."""
+    head, _, unit = subject.rpartition(".")
+    return unit if unit and any(t == f"{head}.{{unit}}" for t in templates) else None

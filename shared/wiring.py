@@ -13,7 +13,7 @@ from sqlalchemy import Table, text
 
 from shared.bus import Bus
 from shared.clock import Clock, ManualClock, SystemClock
-from shared.consumer import ApplyBatch, ConsumerSpec, DurableConsumer, Reject
+from shared.consumer import ConsumerSpec, DurableConsumer, HandlerTable
 from shared.db import UnitOfWork, make_engine, migrate
 from shared.http import install_common, require_role
 from shared.metrics import ServiceMetrics
@@ -44,17 +44,20 @@ class ServicePlumbing:
         self.bus.on_connected = self.relay.wake
         metrics.outbox_pending.set_function(self.relay.pending)  # counted at each scrape, never stale
         self.uow = UnitOfWork(self.engine, on_commit=self.relay.wake)
-        # Started after the bus (consumers, responders); each has run() and stop().
+        # Started after the bus (responders, sweepers); each has run() and stop().
         self.workers: list = []
+        self.consumers: list[DurableConsumer] = []  # run by the bus's broker; stopped first
         self.on_start: list[Callable[[], Awaitable[None]]] = []
 
-    def consumer(self, filter_subjects: tuple[str, ...], inbox: Table, apply: ApplyBatch,
-                 reject: Reject | None = None) -> DurableConsumer:
-        """The service's durable consumer (named after the service, shared by its replicas)."""
+    def consume(self, table: HandlerTable, ctx: object, inbox: Table) -> DurableConsumer:
+        """The service's durable consumer (named after the service, shared by its replicas), applying
+        ``table`` with ``ctx``; its filter subjects are the table's."""
         s = self.settings
-        spec = ConsumerSpec(durable=self.service, filter_subjects=filter_subjects, ack_wait_s=s.consumer_ack_wait_s,
+        spec = ConsumerSpec(durable=self.service, filter_subjects=table.subjects, ack_wait_s=s.consumer_ack_wait_s,
                             max_deliver=s.consumer_max_deliver, batch=s.consumer_batch)
-        return DurableConsumer(self.service, self.bus, self.uow, inbox, spec, apply, self.metrics, reject)
+        consumer = DurableConsumer(self.service, self.bus, self.uow, inbox, spec, table.bind(ctx), self.metrics)
+        self.consumers.append(consumer)
+        return consumer
 
     def lifespan(self):  # noqa: ANN201
         @asynccontextmanager
@@ -66,7 +69,7 @@ class ServicePlumbing:
             tasks = [asyncio.create_task(self.relay.run())]
             tasks += [asyncio.create_task(w.run()) for w in self.workers]
             yield
-            for worker in self.workers:  # stop taking work, finish the batch in hand
+            for worker in [*self.consumers, *self.workers]:  # stop taking work, finish the batch in hand
                 await worker.stop()
             await self.relay.stop()
             for task in tasks:

@@ -10,7 +10,7 @@ from sqlalchemy import MetaData
 from services.runtime import NatsServer
 from shared import events as ev
 from shared.bus import Bus
-from shared.consumer import ConsumerSpec, DurableConsumer
+from shared.consumer import ConsumerSpec, DurableConsumer, HandlerTable
 from shared.db import UnitOfWork, make_engine
 from shared.inbox import inbox_table
 from shared.metrics import ServiceMetrics
@@ -35,22 +35,22 @@ async def run_consumer(tmp_path: Path, nats_server: NatsServer, publish: list[tu
     applied: list[str] = []
     attempts: dict[str, int] = {}
 
-    def apply(_conn, events) -> None:  # noqa: ANN001
-        for e in events:
-            attempts[e.case_id] = attempts.get(e.case_id, 0) + 1
-            if e.case_id == fail_on:
-                raise RuntimeError("cannot apply")
-        applied.extend(e.case_id for e in events)
+    def apply(_ctx, _conn, delivery) -> None:  # noqa: ANN001
+        e = delivery.event
+        attempts[e.case_id] = attempts.get(e.case_id, 0) + 1
+        if e.case_id == fail_on:
+            raise RuntimeError("cannot apply")
+        applied.append(e.case_id)
 
     bus = Bus(settings, "test")
-    bus.start()
+    metrics = ServiceMetrics("test")
+    table = HandlerTable({ev.CaseClosed: apply})
+    spec = ConsumerSpec(durable="test", filter_subjects=table.subjects, max_deliver=3, backoff_s=(0.05, 0.1))
+    consumer = DurableConsumer("test", bus, UnitOfWork(engine), inbox, spec, table.bind(None), metrics)
+    bus.start()  # connects, creates the durable consumer, starts the broker's subscriber
     await bus.wait_connected(10)
     for subject, data, msg_id in publish:
         await bus.js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
-    metrics = ServiceMetrics("test")
-    spec = ConsumerSpec(durable="test", filter_subjects=("cases.closed",), max_deliver=3, backoff_s=(0.05, 0.1))
-    consumer = DurableConsumer("test", bus, UnitOfWork(engine), inbox, spec, apply, metrics)
-    task = asyncio.create_task(consumer.run())
     deadline = asyncio.get_running_loop().time() + 20
     while len(set(applied)) < until and asyncio.get_running_loop().time() < deadline:
         await asyncio.sleep(0.05)
@@ -58,7 +58,6 @@ async def run_consumer(tmp_path: Path, nats_server: NatsServer, publish: list[tu
     while fail_on and not dead and asyncio.get_running_loop().time() < deadline:
         dead = await read_subject_async(nats_server.url, "deadletter.>", stream="DEADLETTER")
     await consumer.stop()
-    task.cancel()
     await bus.close()
     engine.dispose()
     return applied, attempts, (metrics, dead)

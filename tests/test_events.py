@@ -42,6 +42,11 @@ SAMPLES: list[ev.Event] = [
                                units=["forestry"], case_ids=["QS-2026-000001"], demands="d",
                                reply_by=date(2026, 3, 10)),
     ev.ScorecardsPublished(actor=ACTOR, period="2026", scores=[ev.UnitScore(unit="forestry", score=91.5, rank=1)]),
+    ev.EventRefused(actor=ACTOR, unit="forestry", case_id="QS-2026-000001", refused_event_id="x", refused_type="UnitSigned",
+                    refused_subject="cases.signed.forestry", kind="refused", reason="cannot sign: the case is closed",
+                    by="supervision"),
+    ev.UnitNotified(case_id="QS-2026-000001", actor=ACTOR, unit="forestry", role="lead",
+                    event=ev.CaseClosed(case_id="QS-2026-000001", actor=ACTOR, reason="satisfied")),
 ]
 
 

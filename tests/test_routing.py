@@ -149,6 +149,7 @@ def test_a_repeat_petition_goes_to_the_unit_that_handled_the_earlier_case(
     assert routed(routing, first)["assignments"][0]["unit"] == "natres"
     repeat = intake.post("/api/v1/cases", json=case_body(n=8, category="other", title="邻村违法占用我家承包地建房问题")).json()
     assert repeat["repeat_of"] == first
+    routed(routing, repeat["case_number"])
     lead = [e for e in assigned(settings, [intake_db, routing_db], repeat["case_number"]) if e.role == "lead"]
     assert [(e.unit, e.rule_id) for e in lead] == [("natres", "repeat")]
 

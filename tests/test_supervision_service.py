@@ -10,6 +10,7 @@ from sqlalchemy import select
 from services.supervision import tables
 from services.supervision.service import Supervision, SupervisionMetrics, apply_events
 from shared.clock import ManualClock
+from shared.consumer import Delivery
 from shared.db import UnitOfWork, make_engine, migrate
 from shared.directory import load_directory
 from shared.policy import load_policy
@@ -27,7 +28,7 @@ def stored_state(database, name: str, batches: list[list]) -> dict:  # noqa: ANN
                       clock=ManualClock(T0), metrics=SupervisionMetrics(), settings=Settings())
     for batch in batches:
         with sup.uow.begin() as conn:
-            apply_events(sup, conn, batch)
+            apply_events(sup, conn, [Delivery(e, e.subject, e.occurred_at) for e in batch])
     with engine.connect() as conn:
         row = dict(conn.execute(select(tables.cases)).one()._mapping)
         statuses = sorted(conn.execute(select(tables.timeline.c.type, tables.timeline.c.status)).all())

@@ -29,7 +29,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     async def warm_up() -> None:
         await asyncio.to_thread(routing.classifier.warm_up)
     plumbing.on_start.append(warm_up)
-    plumbing.workers += [handlers.build_consumer(routing, plumbing), handlers.AssignmentResponder(routing, plumbing.bus)]
+    plumbing.consume(handlers.HANDLERS, routing, tables.inbox)
+    plumbing.workers.append(handlers.AssignmentResponder(routing, plumbing.bus))
 
     return plumbing.app(
         "Chooses each case's lead and co-handling units (`cases.assigned.<unit>`), sends what it cannot place to "

@@ -3,26 +3,39 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-from functools import partial
 
-from services.routing import service, tables
+from sqlalchemy import Connection
+
+from services.routing import service
 from services.routing.service import Routing
+from shared import events as ev
 from shared import subjects
 from shared.bus import Bus
-from shared.consumer import DurableConsumer
-from shared.wiring import ServicePlumbing
+from shared.consumer import Delivery, HandlerTable
+from shared.events import AssignmentAnswer, AssignmentQuery
 
 log = logging.getLogger(__name__)
 
-# One durable consumer, shared by every routing replica.
-SUBJECTS = (subjects.RECEIVED, subjects.RETURNED.format(unit="*"), subjects.CLOSED)
+
+def on_received(routing: Routing, conn: Connection, d: Delivery) -> None:
+    service.receive(routing, conn, d.event)
 
 
-def build_consumer(routing: Routing, plumbing: ServicePlumbing) -> DurableConsumer:
-    return plumbing.consumer(SUBJECTS, tables.inbox, partial(service.apply_events, routing),
-                             partial(service.reject, routing))
+def on_returned(routing: Routing, conn: Connection, d: Delivery) -> None:
+    service.returned(routing, conn, d.event)
+
+
+def on_closed(routing: Routing, conn: Connection, d: Delivery) -> None:
+    service.closed(routing, conn, d.event)
+
+
+# What routing reads from the stream; its durable consumer, shared by every replica, filters on these.
+HANDLERS = HandlerTable({
+    ev.CaseReceived: on_received,
+    ev.CaseReturned: on_returned,
+    ev.CaseClosed: on_closed,
+}, reject=service.reject)
 
 
 class AssignmentResponder:
@@ -42,11 +55,14 @@ class AssignmentResponder:
     async def _answer(self, msg) -> None:  # noqa: ANN001
         unit = msg.subject.rsplit(".", 1)[1]
         try:
-            case_id = str(json.loads(msg.data)["case_id"])
-            answer = await asyncio.to_thread(service.assignment_of, self.routing, case_id, unit)
-        except (ValueError, KeyError, TypeError):
-            answer = {"assigned": False, "reason": 'send {"case_id": "..."}'}
-        await msg.respond(json.dumps(answer, ensure_ascii=False).encode())
+            query = AssignmentQuery.model_validate_json(msg.data)
+        except ValueError:
+            answer = AssignmentAnswer(unit=unit, assigned=False, error="malformed",
+                                      reason='send a JSON object {"case_id": "<case number>"}')
+        else:
+            answer = AssignmentAnswer.model_validate(
+                await asyncio.to_thread(service.assignment_of, self.routing, query.case_id, unit))
+        await msg.respond(answer.model_dump_json(exclude_none=True).encode())
 
     async def stop(self) -> None:
         if self.sub is not None:

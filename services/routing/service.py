@@ -47,18 +47,6 @@ class Routing:
 
 # --- from the stream ----------------------------------------------------------------------------
 
-def apply_events(routing: Routing, conn: Connection, events: list[ev.Event]) -> None:
-    """The consumer's batch, in its transaction; events routing does not act on are skipped."""
-    for event in events:
-        if isinstance(event, ev.CaseReceived):
-            receive(routing, conn, event)
-        elif isinstance(event, ev.CaseReturned):
-            returned(routing, conn, event)
-        elif isinstance(event, ev.CaseClosed):
-            conn.execute(update(tables.leader_cases).where(tables.leader_cases.c.case_id == event.case_id)
-                         .values(open=False))
-
-
 def reject(routing: Routing, event: ev.Event) -> str | None:
     """Events naming codes this county does not have go to the dead-letter subject at once."""
     d = routing.directory
@@ -130,6 +118,11 @@ def returned(routing: Routing, conn: Connection, event: ev.CaseReturned) -> None
     else:
         _assign(routing, conn, event.case_id, ev.CaseBrief.model_validate(row.brief), explanation, now, ROUTING,
                 how="reroute", lead_only=True)
+
+
+def closed(routing: Routing, conn: Connection, event: ev.CaseClosed) -> None:
+    """A closed case no longer weighs on its lead leader's load."""
+    conn.execute(update(tables.leader_cases).where(tables.leader_cases.c.case_id == event.case_id).values(open=False))
 
 
 # --- decisions ----------------------------------------------------------------------------------
@@ -213,8 +206,11 @@ def _assign_leader(routing: Routing, conn: Connection, case_id: str, reasons: li
 
 
 def _refuse(routing: Routing, conn: Connection, event: ev.UnitCaseEvent, reason: str, now: datetime) -> None:
+    """Record and count the refusal, and tell the unit (``cases.refused.<unit>``)."""
     conn.execute(tables.refusals.insert(), {"case_id": event.case_id, "unit": event.unit, "event_type": event.type,
                                             "reason": reason, "refused_at": now})
+    enqueue(conn, tables.outbox, [ev.EventRefused.of(event, unit=event.unit, subject=event.subject, kind="refused",
+                                                     reason=reason, by="routing", occurred_at=now)], now)
     routing.metrics.refused.labels(event.type).inc()
 
 
@@ -277,11 +273,18 @@ def triage_queue(routing: Routing) -> list[dict]:
 
 
 def assignment_of(routing: Routing, case_id: str, unit: str) -> dict:
-    """For a unit's command: is this case its own now? (answers the unit client's request)"""
-    a = tables.assignments
+    """For a unit's command: is this case its own now? (answers ``routing.assignment.<unit>``)
+
+    ``error`` tells apart a case routing has never seen (``unknown_case``: a typo, or not yet routed)
+    from one it has given to others (``not_assigned``)."""
+    a, c = tables.assignments, tables.cases
     with routing.uow.engine.connect() as conn:
         role = conn.execute(select(a.c.role).where(a.c.case_id == case_id, a.c.unit == unit, a.c.active)).scalar()
-    if role is None:
-        return {"case_id": case_id, "unit": unit, "assigned": False,
-                "reason": f"case {case_id} is not assigned to {unit}"}
-    return {"case_id": case_id, "unit": unit, "assigned": True, "role": role}
+        known = role is not None or conn.execute(select(c.c.case_id).where(c.c.case_id == case_id)).first()
+    if role is not None:
+        return {"case_id": case_id, "unit": unit, "assigned": True, "role": role}
+    if not known:
+        return {"case_id": case_id, "unit": unit, "assigned": False, "error": "unknown_case",
+                "reason": f"routing has no case {case_id}"}
+    return {"case_id": case_id, "unit": unit, "assigned": False, "error": "not_assigned",
+            "reason": f"case {case_id} is not assigned to {unit}"}

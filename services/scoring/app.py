@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     metrics = ScoringMetrics()
     plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
     scoring = build_scoring(settings, plumbing.uow, metrics, plumbing.clock, directory)
-    plumbing.workers.append(handlers.build_consumer(scoring, plumbing))
+    plumbing.consume(handlers.HANDLERS, scoring, tables.inbox)
 
     return plumbing.app(
         "A projection of the event stream: figures for any period and filter, scorecards, rankings, "

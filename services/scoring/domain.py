@@ -65,6 +65,13 @@ def apply_fact(f: dict, e: ev.Event) -> None:  # noqa: C901 - one branch per eve
         f["closed_at"] = _later(f["closed_at"], at)
 
 
+# event type → how it moves a case's facts (interim: the one apply_fact(); to become one function per event).
+FACT_RULES = dict.fromkeys((
+    ev.CaseReceived, ev.CaseAssigned, ev.LeaderAssigned, ev.UnitSigned, ev.CaseReturned, ev.CaseReplied,
+    ev.CaseOverdue, ev.CaseEscalated, ev.ExtensionDecided, ev.PetitionerFeedback, ev.ReviewRequested,
+    ev.CaseClosed), apply_fact)
+
+
 def is_closed(f: dict) -> bool:
     """办结: closed, and not reopened by a later review request."""
     return f["closed_at"] is not None and (f["last_review_at"] is None or f["closed_at"] > f["last_review_at"])

@@ -4,26 +4,29 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from functools import partial
 
 import nats
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import Connection
 
-from services.scoring import service, tables
+from services.scoring import domain, service, tables
 from services.scoring.service import Scoring
-from shared import subjects
-from shared.consumer import DurableConsumer
+from shared import events as ev
+from shared.consumer import Delivery, HandlerTable
 from shared.events import UndecodableEvent, decode
 from shared.inbox import new_event_ids
 from shared.settings import Settings
-from shared.wiring import ServicePlumbing
-
-SUBJECTS = tuple(subjects.STREAM_SUBJECTS)
 
 
-def build_consumer(scoring: Scoring, plumbing: ServicePlumbing) -> DurableConsumer:
-    return plumbing.consumer(SUBJECTS, tables.inbox, partial(service.apply_events, scoring))
+def project(scoring: Scoring, conn: Connection, batch: list[Delivery]) -> None:
+    service.apply_events(scoring, conn, [d.event for d in batch])
+
+
+# What scoring projects: the case facts (domain.FACT_RULES), night visits and drives. A batch's
+# facts are loaded and stored together.
+HANDLERS = HandlerTable({**domain.FACT_RULES, ev.NightVisitLogged: service.apply_events,
+                         ev.DriveOpened: service.apply_events}, apply_batch=project)
 
 
 async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progress: bool = True) -> dict:
@@ -36,7 +39,7 @@ async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progre
     service.drop_projection(scoring)
     name = f"scoring_rebuild_{uuid.uuid4().hex[:8]}"  # ephemeral: the server drops it when idle
     await js.add_consumer(settings.stream_name, ConsumerConfig(
-        name=name, filter_subjects=list(SUBJECTS), deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+        name=name, filter_subjects=list(HANDLERS.subjects), deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
         inactive_threshold=60.0))
     sub = await js.pull_subscribe_bind(durable=name, stream=settings.stream_name)
     bar = tqdm(total=last, unit="event", desc="rebuild scoring", disable=not progress)
@@ -50,9 +53,13 @@ async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progre
             events = []
             for m in msgs:
                 try:
-                    events.append(decode(m.data))
+                    event = decode(m.data)
                 except UndecodableEvent:
-                    skipped += 1  # the live consumer dead-lettered it
+                    event = None
+                if event is None or event.subject != m.subject:
+                    skipped += 1  # the live consumer dead-lettered it (undecodable or forged)
+                else:
+                    events.append(event)
                 await m.ack()
             with scoring.uow.begin() as conn:
                 fresh = new_event_ids(conn, tables.inbox, [e.event_id for e in events], scoring.clock.now())

@@ -50,8 +50,8 @@ def apply_events(scoring: Scoring, conn: Connection, events: list[ev.Event]) -> 
     facts = {r.case_id: dict(r._mapping) for r in conn.execute(select(c).where(c.c.case_id.in_(ids)))} if ids else {}
     fresh = set(ids) - set(facts)
     for e in events:
-        if isinstance(e, ev.CaseEvent):
-            domain.apply_fact(facts.setdefault(e.case_id, domain.new_fact(e.case_id)), e)
+        if type(e) in domain.FACT_RULES:
+            domain.FACT_RULES[type(e)](facts.setdefault(e.case_id, domain.new_fact(e.case_id)), e)
         elif isinstance(e, ev.NightVisitLogged):
             insert_ignore(conn, tables.visits, [{
                 "visit_id": e.visit_id, "cadre_unit": e.cadre_unit, "township": e.township, "visited_on": e.visited_on,

@@ -26,7 +26,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     clock = plumbing.clock
     sup = Supervision(uow=plumbing.uow, directory=directory, policy=load_policy(settings.config_dir), clock=clock,
                       metrics=metrics, settings=settings)
-    plumbing.workers += [handlers.build_consumer(sup, plumbing), handlers.Sweeper(sup, settings.sweep_interval_s)]
+    plumbing.consume(handlers.HANDLERS, sup, tables.inbox)
+    plumbing.workers.append(handlers.Sweeper(sup, settings.sweep_interval_s))
 
     async def check_calendar() -> None:
         known = schedule_known_through()

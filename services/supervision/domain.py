@@ -64,14 +64,33 @@ class CaseState:
                 d.met_at = at
 
 
-def fold(events: list[ev.Event], policy: DeadlinePolicy, agent_days: dict[str, int]) -> tuple[CaseState, list[Verdict]]:
-    """Apply events in the order they happened; a verdict per event, in the order given."""
-    order = sorted(range(len(events)), key=lambda i: happened(events[i].occurred_at, events[i].type))
+def fold(events: list[ev.Event], policy: DeadlinePolicy, agent_days: dict[str, int],
+         placed: list[datetime] | None = None) -> tuple[CaseState, list[Verdict]]:
+    """Apply events in the order they happened; a verdict per event, in the order given.
+
+    ``placed`` is when each event counts as having happened (see :func:`placed_at`); by default its
+    ``occurred_at``."""
+    at = placed or [e.occurred_at for e in events]
+    order = sorted(range(len(events)), key=lambda i: happened(at[i], events[i].type))
     state = CaseState()
     verdicts: list[Verdict | None] = [None] * len(events)
     for i in order:
-        verdicts[i] = apply(state, events[i], policy, agent_days)
+        verdicts[i] = apply(state, events[i], at[i], policy, agent_days)
     return state, verdicts  # type: ignore[return-value]
+
+
+def placed_at(event: ev.Event, received_at: datetime | None, tolerance: timedelta) -> datetime:
+    """When an event counts as having happened on the case's timeline.
+
+    A department's server clock may be a few minutes behind the bureau's: its sign-for, stamped
+    before the assignment it answers, would be refused as "not assigned yet". So a department's
+    event that the bus received no more than ``tolerance`` after its own ``occurred_at`` is placed
+    at the bus's receipt time. Further behind (a unit that was offline), its own time stands; every
+    other event is placed at its ``occurred_at``.
+    """
+    if event.published_by != "department" or received_at is None:
+        return event.occurred_at
+    return received_at if timedelta(0) < received_at - event.occurred_at <= tolerance else event.occurred_at
 
 
 # Same instant: the cause before its effect.
@@ -84,8 +103,8 @@ def happened(occurred_at: datetime, event_type: str) -> tuple:
     return occurred_at, _RANK.get(event_type, 50)
 
 
-def apply(s: CaseState, e: ev.Event, policy: DeadlinePolicy, agent_days: dict[str, int]) -> Verdict:  # noqa: C901
-    at = e.occurred_at
+def apply(s: CaseState, e: ev.Event, at: datetime, policy: DeadlinePolicy,  # noqa: C901
+          agent_days: dict[str, int]) -> Verdict:
     if s.state == "new" and not isinstance(e, ev.CaseReceived):
         return Verdict(False, "the case has not been received")
     if isinstance(e, NOTES):
@@ -200,6 +219,13 @@ def apply(s: CaseState, e: ev.Event, policy: DeadlinePolicy, agent_days: dict[st
         s.dues.append(Due(e.level, policy.due(at, policy.review_days), s.lead, f"{e.level} requested"))
         return Verdict(True)
     return Verdict(True)  # events supervision only records
+
+
+# event type → its transition (interim: the one apply(); to become one small function per event).
+TRANSITIONS = dict.fromkeys((
+    ev.CaseReceived, ev.CaseAssigned, ev.CaseNeedsTriage, ev.LeaderAssigned, ev.UnitSigned, ev.CaseReturned,
+    ev.ProgressReported, ev.ExtensionRequested, ev.ExtensionDecided, ev.CaseReplied, ev.PetitionerFeedback,
+    ev.ReviewRequested, ev.CaseReminded, ev.CaseOverdue, ev.CaseEscalated, ev.CaseClosed, ev.CaseArchived), apply)
 
 
 def should_close(s: CaseState, now: datetime, policy: DeadlinePolicy) -> str | None:

@@ -4,32 +4,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from functools import partial
 
-from services.supervision import service, tables
+from services.supervision import domain, service
 from services.supervision.service import Supervision
-from shared import subjects
-from shared.consumer import DurableConsumer
-from shared.wiring import ServicePlumbing
+from shared import events as ev
+from shared.consumer import HandlerTable
 
 log = logging.getLogger(__name__)
 
-# Every case event but supervision's own (those are on the timeline the moment they are decided).
-SUBJECTS = tuple(s.format(unit="*") for s in (
-    subjects.RECEIVED, subjects.ASSIGNED, subjects.TRIAGE, subjects.LEADER_ASSIGNED, subjects.SIGNED,
-    subjects.RETURNED, subjects.PROGRESS, subjects.EXTENSION_REQUESTED, subjects.REPLIED, subjects.FEEDBACK,
-    subjects.REVIEW_REQUESTED))
 
-
-def build_consumer(sup: Supervision, plumbing: ServicePlumbing) -> DurableConsumer:
-    return plumbing.consumer(SUBJECTS, tables.inbox, partial(service.apply_events, sup), partial(reject, sup))
-
-
-def reject(sup: Supervision, event) -> str | None:  # noqa: ANN001
+def reject(sup: Supervision, event: ev.Event) -> str | None:
     unit = getattr(event, "unit", None)
     if unit is not None and unit not in sup.directory.units:
         return f"unknown unit {unit!r}"
     return None
+
+
+# Every event the lifecycle has a transition for, but supervision's own (those are on the timeline
+# the moment they are decided). A batch is recorded, then each touched case re-folded once.
+HANDLERS = HandlerTable({t: f for t, f in domain.TRANSITIONS.items() if t.published_by != "supervision"},
+                        reject=reject, apply_batch=service.apply_events)
 
 
 class Sweeper:

@@ -7,6 +7,7 @@ transaction, guarded so that it happens once.
 """
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -16,6 +17,7 @@ from sqlalchemy import Connection, func, select, update
 from services.supervision import domain, tables
 from shared import events as ev
 from shared.clock import Clock
+from shared.consumer import Delivery
 from shared.db import UnitOfWork, insert_ignore
 from shared.directory import Directory
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -49,50 +51,72 @@ class Supervision:
     settings: Settings
 
     @property
+    def clock_tolerance(self) -> timedelta:
+        return timedelta(seconds=self.settings.clock_tolerance_s)
+
+    @property
     def agent_days(self) -> dict[str, int]:
         return {code: s.time_limit_days for code, s in self.directory.service_types.items()}
 
 
 # --- from the stream ----------------------------------------------------------------------------
 
-def apply_events(sup: Supervision, conn: Connection, events: list[ev.Event]) -> None:
-    touched = []
-    for event in events:
-        case_id = getattr(event, "case_id", None)
-        if case_id is None:
-            continue
-        _record(conn, event)
-        if case_id not in touched:
-            touched.append(case_id)
+def apply_events(sup: Supervision, conn: Connection, batch: list[Delivery]) -> None:
+    """The consumer's batch: every event on its case's timeline, then each touched case re-folded once."""
+    touched: list[str] = []
+    for d in batch:
+        _record(conn, d.event, domain.placed_at(d.event, d.received_at, sup.clock_tolerance))
+        if d.event.case_id not in touched:
+            touched.append(d.event.case_id)
     for case_id in touched:
         refresh(sup, conn, case_id)
 
 
-def _record(conn: Connection, event: ev.Event, status: str = "applied") -> None:
+def _record(conn: Connection, event: ev.Event, placed_at: datetime) -> None:
+    """On the timeline, ``pending`` until the case's fold gives its verdict."""
     insert_ignore(conn, tables.timeline, [{
-        "event_id": event.event_id, "case_id": event.case_id, "occurred_at": event.occurred_at, "type": event.type,
-        "unit": getattr(event, "unit", None), "payload": event.model_dump(mode="json"), "status": status, "reason": ""}])
+        "event_id": event.event_id, "case_id": event.case_id, "occurred_at": event.occurred_at,
+        "placed_at": placed_at, "type": event.type, "unit": getattr(event, "unit", None),
+        "payload": event.model_dump(mode="json"), "status": "pending", "reason": ""}])
 
 
 def _emit(conn: Connection, event: ev.Event, now: datetime) -> None:
     """What supervision decides: on the timeline and in the outbox, in the caller's transaction."""
-    _record(conn, event)
+    _record(conn, event, event.occurred_at)
     enqueue(conn, tables.outbox, [event], now)
 
 
+# What the resident and the bureau do about a case, forwarded to the units holding it (UnitNotified).
+NOTIFY_UNITS = (ev.PetitionerFeedback, ev.ReviewRequested, ev.CaseClosed, ev.CaseArchived)
+
+
 def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseState:
-    """Re-fold a case from its timeline, mark each event applied or refused, close it when due."""
+    """Re-fold a case from its timeline, mark each event applied or refused, close it when due.
+
+    The first verdict on an event has consequences: a department's refused event is reported to that
+    unit (``cases.refused.<unit>``); the resident's feedback, a review request, the close and the
+    archiving are forwarded to the units holding the case (``cases.notified.<unit>``). Events of a
+    case not yet received stay ``pending``."""
     t = tables.timeline
-    rows = conn.execute(select(t.c.event_id, t.c.payload, t.c.status, t.c.reason).where(t.c.case_id == case_id)).all()
+    rows = conn.execute(select(t.c.event_id, t.c.payload, t.c.placed_at, t.c.status, t.c.reason)
+                        .where(t.c.case_id == case_id)).all()
     events = [ev.decode_dict(r.payload) for r in rows]
-    state, verdicts = domain.fold(events, sup.policy, sup.agent_days)
+    state, verdicts = domain.fold(events, sup.policy, sup.agent_days, [_utc(r.placed_at) for r in rows])
     received = state.state != "new"
+    now = sup.clock.now()
     for row, event, verdict in zip(rows, events, verdicts):
-        status = "applied" if verdict.applied or not received else "refused"
-        if (status, verdict.reason) != (row.status, row.reason):
-            conn.execute(update(t).where(t.c.event_id == row.event_id).values(status=status, reason=verdict.reason))
-            if status == "refused":
-                sup.metrics.refused.labels(event.type).inc()
+        status = "pending" if not received else "applied" if verdict.applied else "refused"
+        if (status, verdict.reason) == (row.status, row.reason):
+            continue
+        conn.execute(update(t).where(t.c.event_id == row.event_id).values(status=status, reason=verdict.reason))
+        if status == "refused":
+            sup.metrics.refused.labels(event.type).inc()
+            if event.published_by == "department":
+                enqueue(conn, tables.outbox, [ev.EventRefused.of(
+                    event, unit=event.unit, subject=event.subject, kind="refused", reason=verdict.reason,
+                    by="supervision", occurred_at=now)], now)
+        elif status == "applied" and row.status == "pending" and isinstance(event, NOTIFY_UNITS):
+            _notify_units(conn, state, event, now)
     now = sup.clock.now()
     reason = domain.should_close(state, now, sup.policy)
     if reason == "satisfied" and _once(conn, case_id, "close", state.replied_at, "closed", now):
@@ -101,6 +125,18 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
         return refresh(sup, conn, case_id)
     _store(conn, case_id, state, events)
     return state
+
+
+def _notify_units(conn: Connection, state: domain.CaseState, event: ev.CaseEvent, now: datetime) -> None:
+    holders = [(state.lead, "lead")] if state.lead else []
+    holders += [(unit, "co") for unit in sorted(state.co)]
+    enqueue(conn, tables.outbox, [ev.UnitNotified(
+        event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"xinfang:notified:{event.event_id}:{unit}")), occurred_at=now,
+        actor=SUPERVISION, case_id=event.case_id, unit=unit, role=role, event=event) for unit, role in holders], now)
+
+
+def _utc(at: datetime) -> datetime:
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 def _store(conn: Connection, case_id: str, s: domain.CaseState, events: list[ev.Event]) -> None:
@@ -123,10 +159,8 @@ def _decided_at(conn: Connection, case_id: str, now: datetime) -> datetime:
     """When a decision about a case happens: now, but never before the case's latest event (other
     services' clocks, or a test's clock, may run ahead of this one), so the fold sees it last."""
     t = tables.timeline
-    latest = conn.execute(select(func.max(t.c.occurred_at)).where(t.c.case_id == case_id)).scalar()
-    if latest is not None and latest.tzinfo is None:
-        latest = latest.replace(tzinfo=timezone.utc)
-    return max(now, latest) if latest else now
+    latest = conn.execute(select(func.max(t.c.placed_at)).where(t.c.case_id == case_id)).scalar()
+    return max(now, _utc(latest)) if latest else now
 
 
 def _once(conn: Connection, case_id: str, kind: str, due_at: datetime, stage: str, now: datetime) -> bool:
@@ -208,11 +242,12 @@ def timeline(sup: Supervision, case_id: str) -> list[dict]:
     t = tables.timeline
     with sup.uow.engine.connect() as conn:
         rows = sorted(conn.execute(select(t).where(t.c.case_id == case_id)).all(),
-                      key=lambda r: domain.happened(r.occurred_at, r.type))
+                      key=lambda r: domain.happened(_utc(r.placed_at), r.type))
     if not rows:
         raise NotFound(f"supervision has not seen case {case_id}")
-    return [{"at": r.occurred_at, "event": r.type, "unit": r.unit, "actor": r.payload.get("actor"),
-             "status": r.status, "reason": r.reason or None, "event_id": r.event_id} for r in rows]
+    return [{"at": r.occurred_at, "placed_at": r.placed_at, "event": r.type, "unit": r.unit,
+             "actor": r.payload.get("actor"), "status": r.status, "reason": r.reason or None, "event_id": r.event_id}
+            for r in rows]
 
 
 def case_view(sup: Supervision, case_id: str) -> dict:

@@ -28,11 +28,12 @@ timeline = Table(
     "timeline", metadata,
     Column("event_id", String(64), primary_key=True),
     Column("case_id", String(32), nullable=False),
-    Column("occurred_at", UtcDateTime(), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),  # as the publisher stated it
+    Column("placed_at", UtcDateTime(), nullable=False),  # when it counts as having happened (domain.placed_at)
     Column("type", String(64), nullable=False),
     Column("unit", String(64)),
     Column("payload", JSON, nullable=False),
-    Column("status", String(8), nullable=False),  # applied, refused
+    Column("status", String(8), nullable=False),  # pending (the case not received yet), applied, refused
     Column("reason", Text, nullable=False),
     Index("ix_timeline_case", "case_id", "occurred_at"),
 )
