@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: up test install clean
+.PHONY: up test lint install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "xinfang needs Python 3.11 or newer")'
@@ -20,5 +20,8 @@ up: install
 test: install
 	$(BIN)/python -m pytest
 
+lint: install
+	$(BIN)/ruff check .
+
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var tests/js/node_modules

@@ -59,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
     api.add_argument("service", choices=SERVICES)
 
+    bus_api = sub.add_parser("asyncapi", help="print the bus's AsyncAPI 3.0.0 document: every subject and payload")
+    bus_api.add_argument("--format", choices=["json", "yaml"], default="json")
+
     args = parser.parse_args(argv)
     settings = Settings()
     from services import runtime
@@ -116,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         return simulate(settings, args.seed, args.scale, args.days, args.extra_days, args.keep)
     if args.command == "openapi":
         print(json.dumps(runtime.app_factory(args.service)(settings).openapi(), ensure_ascii=False, indent=2))
+        return 0
+    if args.command == "asyncapi":
+        from shared.asyncapi import render
+        sys.stdout.write(render(args.format))
         return 0
     return 2
 

@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
+from pydantic import BaseModel
 
 from shared import subjects
 from shared.settings import Settings
@@ -62,6 +63,30 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
             log.warning("stream settings differ from the declaration; updating",
                         extra={"fields": {"stream": cfg.name}})
             await js.update_stream(cfg)
+
+
+class Responder:
+    """Answers core NATS requests on ``template`` (``….{unit}``) for every unit, in a queue group so
+    one replica answers each. ``answer(unit, raw request)`` runs in a thread and returns the reply
+    model; a request it cannot read gets ``malformed(unit)``."""
+
+    def __init__(self, bus: Bus, template: str, queue: str, answer: Callable[[str, bytes], BaseModel]) -> None:
+        self.bus, self.template, self.queue, self.answer = bus, template, queue, answer
+        self.sub = None
+
+    async def run(self) -> None:
+        await self.bus.wait_connected()
+        self.sub = await self.bus.nc.subscribe(self.template.format(unit="*"), queue=self.queue, cb=self._respond)
+
+    async def _respond(self, msg) -> None:  # noqa: ANN001
+        unit = msg.subject.rsplit(".", 1)[1]
+        reply = await asyncio.to_thread(self.answer, unit, msg.data)
+        await msg.respond(reply.model_dump_json(exclude_none=True).encode())
+
+    async def stop(self) -> None:
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
 
 
 class Bus:

@@ -27,6 +27,7 @@ from typing import Any
 
 from faststream import AckPolicy as DeliveryAck
 from faststream.nats import JStream, PullSub
+from nats.errors import NotJSMessageError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
@@ -113,7 +114,7 @@ class BoundTable:
             self.table.apply_batch(self.ctx, conn, batch)
             return
         for d in batch:
-            self.table.handlers[type(d.event)](self.ctx, conn, d)
+            ev.entry_for(self.table.handlers, d.event)(self.ctx, conn, d)
 
     def reject(self, event: ev.Event) -> str | None:
         return self.table.reject(self.ctx, event) if self.table.reject else None
@@ -164,6 +165,14 @@ async def ensure_consumer(bus: Bus, stream: str, spec: ConsumerSpec) -> None:
             raise RuntimeError(f"cannot update consumer {spec.durable}: {error}")
 
 
+def _receipt_time(msg) -> datetime:  # noqa: ANN001
+    """When the stream stored the message (now, for FastStream's in-memory test broker, which has no stream)."""
+    try:
+        return msg.metadata.timestamp
+    except NotJSMessageError:
+        return datetime.now(timezone.utc)
+
+
 async def _raw_messages(msg):  # noqa: ANN001, ANN202 - FastStream decoder: hand over nats-py's messages
     return msg.raw_message
 
@@ -208,7 +217,7 @@ class DurableConsumer:
             if reason is not None:
                 await self.dead_letter(msg, reason, "rejected", event)
                 continue
-            good.append((msg, Delivery(event, msg.subject, msg.metadata.timestamp or datetime.now(timezone.utc))))
+            good.append((msg, Delivery(event, msg.subject, _receipt_time(msg))))
         if not good:
             return
         try:

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, timezone
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
@@ -39,9 +39,17 @@ class Actor(BaseModel):
     """Who caused the event: a role and, for staff and services, an id. Never a resident's identity."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    kind: Literal["clerk", "resident", "agent", "cadre", "unit", "supervisor", "service", "system"]
-    id: str | None = None
+    kind: Literal["clerk", "resident", "agent", "cadre", "unit", "supervisor", "service", "system"] = Field(
+        description=(
+            "The role that caused it: clerk (工作人员), resident (信访人), agent (代办员), cadre (驻村干部), unit (责任单位), "
+            "supervisor (督查室), service, or system."))
+    id: str | None = Field(None, description=(
+        "For staff, units and services: their id, code or name. Never a resident's identity."))
 
+
+_TYPE = "The event type: it names the model, so a consumer can decode any message."
+
+T = TypeVar("T")
 
 # What every payload must carry, whoever publishes it; the JSON schemas mark them required.
 ENVELOPE = ("type", "schema_version", "event_id", "occurred_at", "actor")
@@ -90,23 +98,30 @@ class ResidentRef(BaseModel):
     """What leaves intake of a resident: the masked ID and its keyed hash, never the full number."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    name: str
-    masked_id: str | None = None
-    id_hash: str | None = None
-    phone: str | None = None
+    name: str = Field(description="The resident's name (信访人姓名).")
+    masked_id: str | None = Field(None, description=(
+        "The ID number masked, e.g. 110105********002X; absent when none was given."))
+    id_hash: str | None = Field(None, description=(
+        "Keyed hash (HMAC-SHA256, hex) of the ID number: links a resident's cases without the number."))
+    phone: str | None = Field(None, description="The resident's phone (联系电话), when given.")
 
 
 class Delegation(BaseModel):
+    """代办: the agent who filed the case on a resident's behalf, and the service asked for."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
-    agent_id: Code
-    agency_id: Code
-    service_type: Code
+    agent_id: Code = Field(description="The agent (代办员) who filed the case (agents.yaml).")
+    agency_id: Code = Field(description="The agent's agency (代办机构).")
+    service_type: Code = Field(description=(
+        "The service asked for; its promised time limit (承诺时限) is a due date of the case."))
 
 
 class Referral(BaseModel):
+    """上级交办: the higher office's document that handed the case down."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
-    doc_no: str
-    from_office: str | None = None
+    doc_no: str = Field(description="The higher office's document number (交办文号).")
+    from_office: str | None = Field(None, description="The office that handed the case down, when known.")
 
 
 class CaseReceived(CaseEvent):
@@ -114,28 +129,33 @@ class CaseReceived(CaseEvent):
 
     subject_template: ClassVar[str] = subjects.RECEIVED
     published_by: ClassVar[str] = "intake"
-    type: Literal["CaseReceived"] = "CaseReceived"
-    channel: Channel
-    title: str
-    content: str
-    category: Code | None = None
-    township: Code
-    village: Code | None = None
-    people_count: int = 1
-    accused_units: list[Code] = []
-    resident: ResidentRef
-    collective: bool = False
-    escalated: bool = False
-    backlog: bool = False
-    repeat: bool = False
-    repeat_of: str | None = None
-    special_period: bool = False
-    drive_id: Code | None = None
-    visit_id: str | None = None
-    delegation: Delegation | None = None
-    referral: Referral | None = None
+    type: Literal["CaseReceived"] = Field("CaseReceived", description=_TYPE)
+    channel: Channel = Field(description=(
+        "How the case came in: walk_in (来访), letter (来信), phone (来电), online (网上信访), delegated (代办), night_visit "
+        "(驻村夜访), screening (矛盾纠纷排查) or referral (上级交办)."))
+    title: str = Field(description="The case's short description (事由).")
+    content: str = Field(description="What the resident asks for or reports (信访内容).")
+    category: Code | None = Field(None, description=(
+        "Category code (问题类别, categories.yaml); absent or other: routing classifies the text."))
+    township: Code = Field(description="Code of the township (乡镇) the case belongs to.")
+    village: Code | None = Field(None, description="Code of the village (村), when known.")
+    people_count: int = Field(1, description="How many people came or signed (人数); 5 or more makes it collective.")
+    accused_units: list[Code] = Field([], description="Units the case accuses (被反映单位): routing never gives it to them.")
+    resident: ResidentRef = Field(description="The resident (信访人): name, masked ID number and its keyed hash, phone.")
+    collective: bool = Field(False, description="Collective petition (集体访): people_count is 5 or more.")
+    escalated: bool = Field(False, description="Skipped a level (越级访), as the clerk recorded it.")
+    backlog: bool = Field(False, description="Long-standing case (积案), as the clerk recorded it.")
+    repeat: bool = Field(False, description=(
+        "Repeat petition (重复访): the same resident filed a similar title within the repeat window."))
+    repeat_of: str | None = Field(None, description="The most recent earlier case this one repeats.")
+    special_period: bool = Field(False, description="Filed in a special-period screening drive (敏感节点专项排查).")
+    drive_id: Code | None = Field(None, description="The screening drive (排查) it came from (channel screening).")
+    visit_id: str | None = Field(None, description="The night visit (夜访) it came from (channel night_visit).")
+    delegation: Delegation | None = Field(None, description="The agent and service (channel delegated, 代办).")
+    referral: Referral | None = Field(None, description="The higher office's document (channel referral, 上级交办).")
     # Keyed hash of the resident's query code: supervision checks a progress lookup against it.
-    query_code_hash: str | None = None
+    query_code_hash: str | None = Field(None, description=(
+        "Keyed hash of the resident's query code (查询码): supervision checks a progress lookup against it."))
 
 
 class PetitionerFeedback(CaseEvent):
@@ -143,9 +163,9 @@ class PetitionerFeedback(CaseEvent):
 
     subject_template: ClassVar[str] = subjects.FEEDBACK
     published_by: ClassVar[str] = "intake"
-    type: Literal["PetitionerFeedback"] = "PetitionerFeedback"
-    satisfied: bool
-    comment: str = ""
+    type: Literal["PetitionerFeedback"] = Field("PetitionerFeedback", description=_TYPE)
+    satisfied: bool = Field(description="True: satisfied with the reply (满意); false: not satisfied (不满意).")
+    comment: str = Field("", description="The resident's comment, if any.")
 
 
 class ReviewRequested(CaseEvent):
@@ -153,9 +173,9 @@ class ReviewRequested(CaseEvent):
 
     subject_template: ClassVar[str] = subjects.REVIEW_REQUESTED
     published_by: ClassVar[str] = "intake"
-    type: Literal["ReviewRequested"] = "ReviewRequested"
-    level: Literal["review", "re_review"]
-    reason: str
+    type: Literal["ReviewRequested"] = Field("ReviewRequested", description=_TYPE)
+    level: Literal["review", "re_review"] = Field(description="review (复查) first, then re_review (复核).")
+    reason: str = Field(description="Why the resident asks for it.")
 
 
 class DriveOpened(Event):
@@ -163,19 +183,22 @@ class DriveOpened(Event):
 
     subject_template: ClassVar[str] = subjects.DRIVE_OPENED
     published_by: ClassVar[str] = "intake"
-    type: Literal["DriveOpened"] = "DriveOpened"
-    drive_id: Code
-    kind: Literal["quarterly", "special"]
-    name: str
-    starts_on: date
-    ends_on: date
+    type: Literal["DriveOpened"] = Field("DriveOpened", description=_TYPE)
+    drive_id: Code = Field(description="The drive's id, e.g. D2026-001.")
+    kind: Literal["quarterly", "special"] = Field(description=(
+        "quarterly (季度排查) or special (专项排查, before holidays and sensitive dates)."))
+    name: str = Field(description="The drive's name, e.g. 2026年国庆节前矛盾纠纷专项排查.")
+    starts_on: date = Field(description="Its first day (county date).")
+    ends_on: date = Field(description="Its last day (county date).")
 
 
 class DriveClosed(Event):
+    """排查结束: a screening drive was closed."""
+
     subject_template: ClassVar[str] = subjects.DRIVE_CLOSED
     published_by: ClassVar[str] = "intake"
-    type: Literal["DriveClosed"] = "DriveClosed"
-    drive_id: Code
+    type: Literal["DriveClosed"] = Field("DriveClosed", description=_TYPE)
+    drive_id: Code = Field(description="The drive's id, e.g. D2026-001.")
 
 
 class NightVisitLogged(Event):
@@ -186,37 +209,40 @@ class NightVisitLogged(Event):
 
     subject_template: ClassVar[str] = subjects.VISIT_LOGGED
     published_by: ClassVar[str] = "intake"
-    type: Literal["NightVisitLogged"] = "NightVisitLogged"
-    visit_id: str
-    cadre_unit: Code
-    township: Code
-    village: Code | None = None
-    visited_on: date
-    households_visited: int
-    case_ids: list[str]
+    type: Literal["NightVisitLogged"] = Field("NightVisitLogged", description=_TYPE)
+    visit_id: str = Field(description="The visit's id, e.g. NV2026-00001.")
+    cadre_unit: Code = Field(description="The unit of the cadre who visited (驻村干部所在单位).")
+    township: Code = Field(description="The township visited.")
+    village: Code | None = Field(None, description="The village visited, when recorded.")
+    visited_on: date = Field(description="The day of the visit (county date).")
+    households_visited: int = Field(description="Households visited (走访户数).")
+    case_ids: list[str] = Field(description="The cases made of the problems collected, one per problem.")
 
 
 class CaseBrief(BaseModel):
     """The case as the unit handling it receives it (DESIGN §9): what it needs, the ID number masked."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    title: str
-    content: str
-    channel: Channel
-    received_at: AwareDatetime
-    township: Code
-    village: Code | None = None
-    people_count: int = 1
-    resident_name: str
-    resident_masked_id: str | None = None
-    resident_phone: str | None = None
-    collective: bool = False
-    escalated: bool = False
-    backlog: bool = False
-    repeat_of: str | None = None
-    special_period: bool = False
-    service_type: Code | None = None  # a delegated case: the agent's promised time limit follows it
-    referral_doc_no: str | None = None
+    title: str = Field(description="The case's short description (事由).")
+    content: str = Field(description="What the resident asks for or reports (信访内容).")
+    channel: Channel = Field(description=(
+        "How the case came in: walk_in (来访), letter (来信), phone (来电), online (网上信访), delegated (代办), night_visit "
+        "(驻村夜访), screening (矛盾纠纷排查) or referral (上级交办)."))
+    received_at: AwareDatetime = Field(description="When the case was received (受理时间).")
+    township: Code = Field(description="Code of the case's township (乡镇).")
+    village: Code | None = Field(None, description="Code of the case's village (村), when known.")
+    people_count: int = Field(1, description="How many people came or signed (人数).")
+    resident_name: str = Field(description="The resident's name (信访人姓名).")
+    resident_masked_id: str | None = Field(None, description="The resident's ID number, masked.")
+    resident_phone: str | None = Field(None, description="The resident's phone, to contact them.")
+    collective: bool = Field(False, description="Collective petition (集体访): people_count is 5 or more.")
+    escalated: bool = Field(False, description="Skipped a level (越级访), as the clerk recorded it.")
+    backlog: bool = Field(False, description="Long-standing case (积案), as the clerk recorded it.")
+    repeat_of: str | None = Field(None, description="The earlier case this one repeats (重复访), if any.")
+    special_period: bool = Field(False, description="Filed in a special-period screening drive (敏感节点专项排查).")
+    service_type: Code | None = Field(None, description=(
+        "A delegated case (代办): the agent's service type, whose promised time limit (承诺时限) follows the case."))
+    referral_doc_no: str | None = Field(None, description="A referral (上级交办): the higher office's document number.")
 
     @classmethod
     def of(cls, case: CaseReceived) -> CaseBrief:
@@ -237,14 +263,20 @@ class CaseAssigned(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.ASSIGNED
     published_by: ClassVar[str] = "routing"
-    type: Literal["CaseAssigned"] = "CaseAssigned"
-    role: Literal["lead", "co"]
-    case: CaseBrief
-    rule_id: str | None = None  # the routing rule that fired, "repeat", or "triage"
-    category: Code | None = None
-    category_suggested: bool = False  # the classifier chose the category (with ``confidence``)
-    confidence: float | None = None
-    note: str = ""
+    type: Literal["CaseAssigned"] = Field("CaseAssigned", description=_TYPE)
+    role: Literal["lead", "co"] = Field(description="The unit's role: lead (主办) or co (协办, co-handling).")
+    case: CaseBrief = Field(description="The case as the unit needs it: no ID hash, the ID number masked.")
+    rule_id: str | None = Field(None, description=(
+        "The routing rule that fired (routing.yaml), repeat (the unit that led the earlier case), or triage (a "
+        "clerk's decision)."))
+    category: Code | None = Field(None, description="The category (问题类别) the case was routed under.")
+    category_suggested: bool = Field(False, description=(
+        "True when the classifier chose the category (with confidence)."))
+    confidence: float | None = Field(None, description=(
+        "The classifier's confidence (the winning category's share of keyword hits, 0 to 1), when it chose."))
+    note: str = Field("", description=(
+        "Why this unit, in words, when the rule alone does not say (e.g. a repeat petition, an accused unit "
+        "passed over, a clerk's reason)."))
 
 
 class CaseNeedsTriage(CaseEvent):
@@ -252,12 +284,14 @@ class CaseNeedsTriage(CaseEvent):
 
     subject_template: ClassVar[str] = subjects.TRIAGE
     published_by: ClassVar[str] = "routing"
-    type: Literal["CaseNeedsTriage"] = "CaseNeedsTriage"
-    reason: Literal["category_unclear", "no_rule", "returned_twice"]
-    detail: str = ""
-    returned_by: list[Code] = []
-    suggested_category: Code | None = None
-    confidence: float | None = None
+    type: Literal["CaseNeedsTriage"] = Field("CaseNeedsTriage", description=_TYPE)
+    reason: Literal["category_unclear", "no_rule", "returned_twice"] = Field(description=(
+        "category_unclear: the classifier was unsure; no_rule: no rule names a unit that may take it; "
+        "returned_twice: units returned it (退回) too often."))
+    detail: str = Field("", description="More detail, in words.")
+    returned_by: list[Code] = Field([], description="The units that returned it (退回).")
+    suggested_category: Code | None = Field(None, description="The classifier's best guess, if any.")
+    confidence: float | None = Field(None, description="The classifier's confidence in that guess, 0 to 1.")
 
 
 class LeaderAssigned(CaseEvent):
@@ -265,9 +299,11 @@ class LeaderAssigned(CaseEvent):
 
     subject_template: ClassVar[str] = subjects.LEADER_ASSIGNED
     published_by: ClassVar[str] = "routing"
-    type: Literal["LeaderAssigned"] = "LeaderAssigned"
-    leader_id: Code
-    reasons: list[Literal["backlog", "collective", "escalated", "repeat", "special_period"]]
+    type: Literal["LeaderAssigned"] = Field("LeaderAssigned", description=_TYPE)
+    leader_id: Code = Field(description="The county leader made responsible (包案领导, leaders.yaml).")
+    reasons: list[Literal["backlog", "collective", "escalated", "repeat", "special_period"]] = Field(description=(
+        "Why the case is important: backlog (积案), collective (集体访), escalated (越级访), repeat (重复访), special_period"
+        " (敏感期排查)."))
 
 
 # --- departments --------------------------------------------------------------------------------
@@ -277,7 +313,7 @@ class UnitSigned(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.SIGNED
     published_by: ClassVar[str] = "department"
-    type: Literal["UnitSigned"] = "UnitSigned"
+    type: Literal["UnitSigned"] = Field("UnitSigned", description=_TYPE)
 
 
 class CaseReturned(UnitCaseEvent):
@@ -285,15 +321,17 @@ class CaseReturned(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.RETURNED
     published_by: ClassVar[str] = "department"
-    type: Literal["CaseReturned"] = "CaseReturned"
-    reason: str
+    type: Literal["CaseReturned"] = Field("CaseReturned", description=_TYPE)
+    reason: str = Field(description="Why the case is not the unit's own (退回理由).")
 
 
 class ProgressReported(UnitCaseEvent):
+    """办理进展: the unit reports progress on a case it holds."""
+
     subject_template: ClassVar[str] = subjects.PROGRESS
     published_by: ClassVar[str] = "department"
-    type: Literal["ProgressReported"] = "ProgressReported"
-    note: str
+    type: Literal["ProgressReported"] = Field("ProgressReported", description=_TYPE)
+    note: str = Field(description="The progress, in words (办理进展).")
 
 
 class ExtensionRequested(UnitCaseEvent):
@@ -301,9 +339,9 @@ class ExtensionRequested(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.EXTENSION_REQUESTED
     published_by: ClassVar[str] = "department"
-    type: Literal["ExtensionRequested"] = "ExtensionRequested"
-    days: int = Field(ge=1)
-    reason: str
+    type: Literal["ExtensionRequested"] = Field("ExtensionRequested", description=_TYPE)
+    days: int = Field(ge=1, description="Days asked for (the policy allows at most 30).")
+    reason: str = Field(description="Why more time is needed (延期理由).")
 
 
 class CaseReplied(UnitCaseEvent):
@@ -311,21 +349,24 @@ class CaseReplied(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.REPLIED
     published_by: ClassVar[str] = "department"
-    type: Literal["CaseReplied"] = "CaseReplied"
-    result: Literal["resolved", "partly_resolved", "not_supported", "explained"]
-    text: str
+    type: Literal["CaseReplied"] = Field("CaseReplied", description=_TYPE)
+    result: Literal["resolved", "partly_resolved", "not_supported", "explained"] = Field(description=(
+        "resolved (已解决), partly_resolved (部分解决), not_supported (不予支持) or explained (解释说明)."))
+    text: str = Field(description="The reply to the resident (答复意见).")
 
 
 # --- supervision --------------------------------------------------------------------------------
 
 class ExtensionDecided(UnitCaseEvent):
+    """延期审批: the supervision office approved or refused the lead unit's extension request."""
+
     subject_template: ClassVar[str] = subjects.EXTENSION_DECIDED
     published_by: ClassVar[str] = "supervision"
-    type: Literal["ExtensionDecided"] = "ExtensionDecided"
-    approved: bool
-    days: int = 0
-    reason: str = ""
-    new_due_at: AwareDatetime | None = None
+    type: Literal["ExtensionDecided"] = Field("ExtensionDecided", description=_TYPE)
+    approved: bool = Field(description="True: the extension is approved (同意延期).")
+    days: int = Field(0, description="Days granted (0 when refused).")
+    reason: str = Field("", description="Why, in words (above all when refused).")
+    new_due_at: AwareDatetime | None = Field(None, description="The new reply due date, when approved.")
 
 
 class CaseReminded(UnitCaseEvent):
@@ -333,9 +374,10 @@ class CaseReminded(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.REMINDED
     published_by: ClassVar[str] = "supervision"
-    type: Literal["CaseReminded"] = "CaseReminded"
-    due_kind: DueKind
-    due_at: AwareDatetime
+    type: Literal["CaseReminded"] = Field("CaseReminded", description=_TYPE)
+    due_kind: DueKind = Field(description=(
+        "Which due date: accept (受理), sign (签收), reply (办理回报), review (复查), re_review (复核) or agent (代办承诺时限)."))
+    due_at: AwareDatetime = Field(description="The due date: the end of the due day, county time.")
 
 
 class CaseOverdue(UnitCaseEvent):
@@ -343,9 +385,10 @@ class CaseOverdue(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.OVERDUE
     published_by: ClassVar[str] = "supervision"
-    type: Literal["CaseOverdue"] = "CaseOverdue"
-    due_kind: DueKind
-    due_at: AwareDatetime
+    type: Literal["CaseOverdue"] = Field("CaseOverdue", description=_TYPE)
+    due_kind: DueKind = Field(description=(
+        "Which due date: accept (受理), sign (签收), reply (办理回报), review (复查), re_review (复核) or agent (代办承诺时限)."))
+    due_at: AwareDatetime = Field(description="The due date: the end of the due day, county time.")
 
 
 class CaseEscalated(UnitCaseEvent):
@@ -353,10 +396,11 @@ class CaseEscalated(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.ESCALATED
     published_by: ClassVar[str] = "supervision"
-    type: Literal["CaseEscalated"] = "CaseEscalated"
-    due_kind: DueKind
-    due_at: AwareDatetime
-    leader_id: Code | None = None
+    type: Literal["CaseEscalated"] = Field("CaseEscalated", description=_TYPE)
+    due_kind: DueKind = Field(description=(
+        "Which due date: accept (受理), sign (签收), reply (办理回报), review (复查), re_review (复核) or agent (代办承诺时限)."))
+    due_at: AwareDatetime = Field(description="The due date: the end of the due day, county time.")
+    leader_id: Code | None = Field(None, description="The case's lead leader (包案领导) who is told, if it has one.")
 
 
 class CaseClosed(CaseEvent):
@@ -364,14 +408,18 @@ class CaseClosed(CaseEvent):
 
     subject_template: ClassVar[str] = subjects.CLOSED
     published_by: ClassVar[str] = "supervision"
-    type: Literal["CaseClosed"] = "CaseClosed"
-    reason: Literal["satisfied", "no_feedback", "review_upheld", "withdrawn"]
+    type: Literal["CaseClosed"] = Field("CaseClosed", description=_TYPE)
+    reason: Literal["satisfied", "no_feedback", "review_upheld", "withdrawn"] = Field(description=(
+        "satisfied: the resident is satisfied (满意); no_feedback: no feedback within the feedback period; "
+        "review_upheld: a review (复查/复核) upheld the reply; withdrawn: the resident withdrew."))
 
 
 class CaseArchived(CaseEvent):
+    """归档: a closed case is archived."""
+
     subject_template: ClassVar[str] = subjects.ARCHIVED
     published_by: ClassVar[str] = "supervision"
-    type: Literal["CaseArchived"] = "CaseArchived"
+    type: Literal["CaseArchived"] = Field("CaseArchived", description=_TYPE)
 
 
 class SupervisionNoticeIssued(Event):
@@ -379,24 +427,27 @@ class SupervisionNoticeIssued(Event):
 
     subject_template: ClassVar[str] = subjects.NOTICE_ISSUED
     published_by: ClassVar[str] = "supervision"
-    type: Literal["SupervisionNoticeIssued"] = "SupervisionNoticeIssued"
-    notice_no: str
-    notice_type: Code
-    year: int
-    seq: int
-    units: list[Code]
-    case_ids: list[str]
-    demands: str
-    reply_by: date
+    type: Literal["SupervisionNoticeIssued"] = Field("SupervisionNoticeIssued", description=_TYPE)
+    notice_no: str = Field(description="The notice number (文号), e.g. 〔2026〕3号.")
+    notice_type: Code = Field(description=(
+        "overdue (超期督办通知), reminder (催办通知) or important (重要信访件督办通知); numbers run per year and type."))
+    year: int = Field(description="The year of the numbering.")
+    seq: int = Field(description="Its number within the year and type.")
+    units: list[Code] = Field(description="The units it is addressed to.")
+    case_ids: list[str] = Field(description="The cases it lists.")
+    demands: str = Field(description="What the units are told to do (督办要求).")
+    reply_by: date = Field(description="The day by which the units must reply (county date).")
 
 
 # --- scoring ------------------------------------------------------------------------------------
 
 class UnitScore(BaseModel):
+    """One unit's result in a period's scorecards (考核)."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
-    unit: Code
-    score: float
-    rank: int
+    unit: Code = Field(description="The unit's code.")
+    score: float = Field(description="Its score: from the base (100), minus the deductions of scoring.yaml.")
+    rank: int = Field(description="Its rank among townships or among departments (equal scores share a rank).")
 
 
 class ScorecardsPublished(Event):
@@ -404,9 +455,9 @@ class ScorecardsPublished(Event):
 
     subject_template: ClassVar[str] = subjects.PERIOD_CLOSED
     published_by: ClassVar[str] = "scoring"
-    type: Literal["ScorecardsPublished"] = "ScorecardsPublished"
-    period: str
-    scores: list[UnitScore]
+    type: Literal["ScorecardsPublished"] = Field("ScorecardsPublished", description=_TYPE)
+    period: str = Field(description="The period closed: 2026, 2026-Q3, 2026-05 or 2026-01-01..2026-03-31.")
+    scores: list[UnitScore] = Field(description="Each unit's score and rank, frozen.")
 
 
 # --- told to one unit alone ------------------------------------------------------------------------
@@ -419,7 +470,7 @@ class EventRefused(Event):
 
     subject_template: ClassVar[str] = subjects.REFUSED
     published_by: ClassVar[str] = "routing, supervision, and any consumer that dead-letters"
-    type: Literal["EventRefused"] = "EventRefused"
+    type: Literal["EventRefused"] = Field("EventRefused", description=_TYPE)
     unit: Code = Field(description="The unit that published the refused event (the last token of its subject).")
     case_id: str | None = Field(None, description="The case the refused event named, when it could be read.")
     refused_event_id: str | None = Field(None, description="event_id of the refused event, when it could be read.")
@@ -453,7 +504,7 @@ class UnitNotified(UnitCaseEvent):
 
     subject_template: ClassVar[str] = subjects.NOTIFIED
     published_by: ClassVar[str] = "supervision"
-    type: Literal["UnitNotified"] = "UnitNotified"
+    type: Literal["UnitNotified"] = Field("UnitNotified", description=_TYPE)
     role: Literal["lead", "co"] = Field(description="The unit's role in the case: lead (主办) or co-handling (协办).")
     event: Annotated[PetitionerFeedback | ReviewRequested | CaseClosed | CaseArchived,
                      Field(discriminator="type", description="The event, as it was published.")]
@@ -480,6 +531,41 @@ class AssignmentAnswer(BaseModel):
         "Why not, when not assigned: unknown_case — routing has no such case (a typo, or not routed yet); "
         "not_assigned — the case is another unit's; malformed — the request was not {\"case_id\": \"...\"}."))
     reason: str | None = Field(None, description="The same, in words.")
+
+
+class TimelineQuery(BaseModel):
+    """Request on ``timeline.<unit>``: the timeline of a case my unit holds or held."""
+
+    model_config = ConfigDict(extra="ignore")
+    case_id: str = Field(min_length=1, max_length=32, description="The case number.")
+
+
+class TimelineEntry(BaseModel):
+    """One event on a case's timeline, as supervision applied or refused it."""
+
+    at: AwareDatetime = Field(description="occurred_at, as its publisher stated it.")
+    placed_at: AwareDatetime = Field(description="When it counts as having happened (a department's event stamped "
+                                                 "a little before the bus received it counts at the receipt).")
+    event: str = Field(description="The event type.")
+    event_id: str = Field(description="The event's event_id.")
+    unit: str | None = Field(None, description="The unit it concerns, if any.")
+    actor: dict | None = Field(None, description="Who caused it.")
+    status: Literal["pending", "applied", "refused"] = Field(description=(
+        "applied; refused (it makes no sense where it falls: see reason); pending (the case is not received yet)."))
+    reason: str | None = Field(None, description="Why it was refused.")
+
+
+class TimelineAnswer(BaseModel):
+    """Supervision's reply to a :class:`TimelineQuery`."""
+
+    case_id: str | None = Field(None, description="The case asked about (absent when the request was malformed).")
+    unit: Code = Field(description="The unit that asked (the last token of the request subject).")
+    found: bool = Field(description="False when the unit never held the case (or there is no such case).")
+    error: Literal["not_found", "malformed"] | None = Field(None, description=(
+        "Why nothing was found: not_found — the unit never held the case, or there is no such case; malformed — "
+        "the request was not {\"case_id\": \"...\"}."))
+    reason: str | None = Field(None, description="The same, in words.")
+    timeline: list[TimelineEntry] = Field([], description="Every event of the case, in the order it counts.")
 
 
 EVENT_TYPES: dict[str, type[Event]] = {
@@ -517,6 +603,15 @@ def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaste
     return register
 
 
+def entry_for(table: Mapping[type[Event], T], event: Event) -> T | None:
+    """A handler table's entry for ``event``: its own type's, else the nearest base type's (so a
+    newer version of an event, or a table keyed by a base such as ``CaseEvent``, finds its entry)."""
+    for cls in type(event).__mro__:
+        if cls in table:
+            return table[cls]
+    return None
+
+
 def encode(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
@@ -530,9 +625,9 @@ def upcast(raw: dict) -> tuple[type[Event], dict]:
     if type(version) is not int or not 1 <= version <= current:
         raise UndecodableEvent(f"{cls.__name__}: unknown schema_version {version!r} (this code reads 1 to {current})")
     while version < current:
-        step = UPCASTERS.get((cls.__name__, version))
+        step = UPCASTERS.get((raw["type"], version))
         if step is None:
-            raise UndecodableEvent(f"{cls.__name__}: no upcaster from schema_version {version}")
+            raise UndecodableEvent(f"{raw['type']}: no upcaster from schema_version {version}")
         raw = {**step(dict(raw)), "schema_version": version + 1}
         version += 1
     return cls, raw

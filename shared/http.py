@@ -1,5 +1,5 @@
 """What every service's HTTP API shares: the error body, size and content-type limits, request
-metrics by route template, /healthz /readyz /metrics, and bearer tokens per role."""
+metrics by route template, /healthz /readyz /metrics /asyncapi.json, and bearer tokens per role."""
 from __future__ import annotations
 
 import hmac
@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
+from shared import asyncapi
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound, pydantic_field_errors
 from shared.metrics import ServiceMetrics
 
@@ -189,6 +190,11 @@ def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[]
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/asyncapi.json", include_in_schema=False)
+    def asyncapi_json() -> JSONResponse:
+        """The bus's contract (AsyncAPI 3.0.0), open like /openapi.json; built on the first request, in a thread."""
+        return JSONResponse(asyncapi.served())
 
 
 _bearer = HTTPBearer(auto_error=False)

@@ -41,8 +41,10 @@ DEAD_LETTER_STREAM = "DEADLETTER"
 DEAD_LETTER_SUBJECTS = ["deadletter.>"]
 
 
-# Core NATS request-reply (not stored): a unit asks routing whether a case is assigned to it.
+# Core NATS request-reply (not stored, so outside the stream's subjects): a unit asks routing
+# whether a case is assigned to it, and supervision for the timeline of a case it holds or held.
 ASSIGNMENT_QUERY = "routing.assignment.{unit}"
+TIMELINE_QUERY = "timeline.{unit}"
 
 
 def for_unit(unit: str) -> str:

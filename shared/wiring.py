@@ -83,7 +83,7 @@ class ServicePlumbing:
         """The service's FastAPI app: lifespan, the common HTTP parts, time travel, its routes.
         ``state`` goes on ``app.state`` (the use-case context); ``http`` to ``install_common``."""
         app = FastAPI(title=f"xinfang {self.service}", version="1", lifespan=self.lifespan(), description=description)
-        for key, value in {**state, "relay": self.relay}.items():
+        for key, value in {**state, "relay": self.relay, "bus": self.bus}.items():
             setattr(app.state, key, value)
         install_common(app, self.metrics, self.readiness, max_body=self.settings.max_body_bytes, **http)
         self.install_time_travel(app)

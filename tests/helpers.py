@@ -22,25 +22,34 @@ def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str =
         time.sleep(0.02)
 
 
-async def read_subject_async(url: str, subject: str, stream: str = "CASES") -> list[tuple[dict, Event]]:
-    """Every message stored on ``subject`` (wildcards allowed), decoded, with its headers."""
+async def read_raw_async(url: str, subject: str, stream: str = "CASES") -> list[tuple[dict, bytes]]:
+    """Every message stored on ``subject`` (wildcards allowed), as stored, with its headers."""
     nc = await nats.connect(url)
     try:
         js = nc.jetstream()
         sub = await js.pull_subscribe(subject, stream=stream)
-        out: list[tuple[dict, Event]] = []
+        out: list[tuple[dict, bytes]] = []
         while True:
             try:
                 msgs = await sub.fetch(batch=500, timeout=0.5)
             except (NatsTimeout, asyncio.TimeoutError):  # nats-py raises either when a fetch finds nothing
                 return out
             for m in msgs:
-                out.append((dict(m.headers or {}), decode(m.data)))
+                out.append((dict(m.headers or {}), m.data))
                 await m.ack()
             if msgs[-1].metadata.num_pending == 0:
                 return out
     finally:
         await nc.close()
+
+
+def read_raw(url: str, subject: str, stream: str = "CASES") -> list[tuple[dict, bytes]]:
+    return asyncio.run(read_raw_async(url, subject, stream))
+
+
+async def read_subject_async(url: str, subject: str, stream: str = "CASES") -> list[tuple[dict, Event]]:
+    """Every message stored on ``subject`` (wildcards allowed), decoded, with its headers."""
+    return [(headers, decode(data)) for headers, data in await read_raw_async(url, subject, stream)]
 
 
 def read_subject(url: str, subject: str, stream: str = "CASES") -> list[tuple[dict, Event]]:

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from services.units.client import Refused, UnitClient
 from shared import events as ev
 from shared.settings import Settings
-from tests.helpers import case_body, outbox_pending, read_subject, resident_id, wait_until
+from tests.helpers import case_body, outbox_pending, read_raw, read_subject, resident_id, wait_until
 
 
 def submit(intake: TestClient, n: int = 1, **fields) -> str:
@@ -224,16 +224,7 @@ def test_poison_messages_are_dead_lettered_and_the_next_good_message_is_still_ro
 
 def read_subject_raw(url: str) -> list[dict]:
     """Dead letters' headers (their payloads need not decode)."""
-    async def go() -> list[dict]:
-        nc = await nats.connect(url)
-        sub = await nc.jetstream().pull_subscribe("deadletter.>", stream="DEADLETTER")
-        try:
-            msgs = await sub.fetch(100, timeout=0.5)
-        except (nats.errors.TimeoutError, asyncio.TimeoutError):
-            msgs = []
-        await nc.close()
-        return [dict(m.headers) for m in msgs]
-    return asyncio.run(go())
+    return [headers for headers, _ in read_raw(url, "deadletter.>", stream="DEADLETTER")]
 
 
 def test_the_plain_nats_py_department_example_follows_and_signs_its_cases(

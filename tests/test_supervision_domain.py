@@ -1,6 +1,9 @@
 """The lifecycle fold and the deadline calendar, without a bus."""
 from __future__ import annotations
 
+import copy
+import inspect
+import json
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -131,3 +134,114 @@ def test_sweep_stages_come_in_order_around_a_due_date() -> None:
 def test_the_installed_calendar_knows_2026s_make_up_days() -> None:
     from shared.policy import schedule_known_through
     assert schedule_known_through() >= 2026
+
+
+# --- the transition table -------------------------------------------------------------------------
+
+LIFECYCLE_EVENTS = {ev.CaseReceived, ev.CaseAssigned, ev.CaseNeedsTriage, ev.LeaderAssigned, ev.UnitSigned,
+                    ev.CaseReturned, ev.ProgressReported, ev.ExtensionRequested, ev.ExtensionDecided, ev.CaseReplied,
+                    ev.PetitionerFeedback, ev.ReviewRequested, ev.CaseReminded, ev.CaseOverdue, ev.CaseEscalated,
+                    ev.CaseClosed, ev.CaseArchived}
+
+
+def test_every_event_supervision_folds_has_its_own_transition() -> None:
+    from services.supervision.handlers import HANDLERS
+    from services.supervision.service import ALERT_EVENTS
+
+    assert set(domain.TRANSITIONS) == LIFECYCLE_EVENTS  # supervision's consumer subscribes to these keys
+    for event_type, transition in domain.TRANSITIONS.items():
+        assert callable(transition) and transition is not domain.apply, event_type
+        assert list(inspect.signature(transition).parameters) == ["s", "e", "at", "ctx"], event_type
+        assert transition.__doc__, event_type
+    # On the timeline: what the consumer receives and what supervision decides itself.
+    folded = set(HANDLERS.handlers) | set(ALERT_EVENTS.values()) | {ev.ExtensionDecided, ev.CaseClosed,
+                                                                   ev.CaseArchived}
+    assert folded == set(domain.TRANSITIONS)
+    # A new case event type needs a transition (UnitNotified only forwards one to the units).
+    case_events = {t for t in ev.EVENT_TYPES.values() if issubclass(t, ev.CaseEvent)} - {ev.UnitNotified}
+    assert case_events == set(domain.TRANSITIONS)
+
+
+def later(hours: float) -> dict:
+    return {"case_id": "QS-2026-000001", "occurred_at": at(hours)}
+
+
+# (how many events of lifecycle() have happened, the event, the reason it is refused)
+ILLEGAL = [
+    (0, ev.UnitSigned(**later(1), actor=UNIT, unit="forestry"), "the case has not been received"),
+    (1, ev.CaseReceived(**later(1), actor=SYS, channel="walk_in", title="t", content="c", township="xishan",
+                        resident=ev.ResidentRef(name="乙")), "received twice"),
+    (3, ev.CaseReplied(**later(2), actor=UNIT, unit="forestry", result="resolved", text="t"),
+     "cannot reply: the case is assigned"),  # a reply before the sign-for
+    (3, ev.UnitSigned(**later(3), actor=UNIT, unit="health"), "health does not hold the case"),
+    (4, ev.UnitSigned(**later(6), actor=UNIT, unit="forestry"), "cannot sign: the case is signed"),
+    (4, ev.CaseNeedsTriage(**later(6), actor=SYS, reason="no_rule"), "cannot triage: the case is signed"),
+    (4, ev.CaseReturned(**later(6), actor=UNIT, unit="health", reason="r"),
+     "health cannot return a case it does not hold"),
+    (4, ev.CaseReplied(**later(6), actor=UNIT, unit="xishan", result="resolved", text="t"),
+     "xishan does not lead the case"),
+    (4, ev.ReviewRequested(**later(6), actor=SYS, level="review", reason="r"),
+     "nothing to review: the case is signed"),  # a review before the reply
+    (4, ev.PetitionerFeedback(**later(6), actor=SYS, satisfied=True), "feedback before a reply"),
+    (4, ev.CaseClosed(**later(6), actor=SYS, reason="satisfied"), "cannot close: the case is signed"),
+    (4, ev.CaseArchived(**later(6), actor=SYS), "cannot archive: the case is signed"),
+    (4, ev.ExtensionDecided(**later(6), actor=SYS, unit="forestry", approved=True, days=5),
+     "no extension was requested"),
+    (4, ev.ExtensionRequested(**later(6), actor=UNIT, unit="forestry", days=POLICY.max_extension_days + 1, reason="r"),
+     f"at most {POLICY.max_extension_days} days"),
+    (3, ev.ExtensionRequested(**later(2), actor=UNIT, unit="forestry", days=5, reason="r"),
+     "only the lead unit of a signed case may ask for an extension"),
+    (7, ev.ExtensionRequested(**later(45), actor=UNIT, unit="forestry", days=5, reason="r"),
+     "one extension at most"),  # a second extension
+    (8, ev.CaseAssigned(**later(301), actor=SYS, unit="health", role="lead", case=BRIEF),
+     "cannot assign: the case is replied"),
+    (8, ev.ReviewRequested(**later(301), actor=SYS, level="re_review", reason="r"), "复查 first, then 复核, each once"),
+    (8, ev.ReviewRequested(**later(300 + 24 * (POLICY.review_request_days + 2)), actor=SYS, level="review",
+                           reason="r"), "asked after the review window"),
+    (13, ev.CaseClosed(**later(600), actor=SYS, reason="satisfied"), "the case is closed"),  # a second close
+    (13, ev.CaseAssigned(**later(600), actor=SYS, unit="health", role="co", case=BRIEF), "the case is closed"),
+    (13, ev.ReviewRequested(**later(600), actor=SYS, level="review", reason="r"), "复查 first, then 复核, each once"),
+]
+
+
+@pytest.mark.parametrize("done, event, reason", ILLEGAL, ids=[f"{e.type}-{r}" for _, e, r in ILLEGAL])
+def test_an_illegal_transition_is_refused_and_leaves_the_state_as_it_was(done: int, event: ev.Event,
+                                                                         reason: str) -> None:
+    state, verdicts = domain.fold(lifecycle()[:done], POLICY, {})
+    assert all(v.applied for v in verdicts)
+    before = copy.deepcopy(state)
+    assert domain.apply(state, event, event.occurred_at, POLICY, {}) == domain.Verdict(False, reason)
+    assert state == before
+
+
+def test_an_archived_case_refuses_a_second_archiving_but_takes_notes() -> None:
+    state, _ = domain.fold(lifecycle() + [ev.CaseArchived(**later(2000), actor=SYS)], POLICY, {})
+    assert state.state == "archived"
+    again = domain.apply(state, ev.CaseArchived(**later(2001), actor=SYS), at(2001), POLICY, {})
+    assert again == domain.Verdict(False, "cannot archive: the case is archived")
+    leader = ev.LeaderAssigned(**later(2002), actor=SYS, leader_id="leader01", reasons=["repeat"])
+    assert domain.apply(state, leader, at(2002), POLICY, {}).applied and state.leader == "leader01"
+
+
+def test_progress_from_the_lead_unit_puts_a_signed_case_in_progress() -> None:
+    state, _ = domain.fold(lifecycle()[:4], POLICY, {})
+    co = ev.ProgressReported(**later(6), actor=UNIT, unit="xishan", note="n")
+    assert domain.apply(state, co, at(6), POLICY, {}).applied and state.state == "signed"
+    lead = ev.ProgressReported(**later(7), actor=UNIT, unit="forestry", note="n")
+    assert domain.apply(state, lead, at(7), POLICY, {}).applied and state.state == domain.State.IN_PROGRESS
+
+
+# --- the states, as stored --------------------------------------------------------------------------
+
+def test_states_are_the_strings_stored_before() -> None:
+    assert [s.value for s in domain.State] == ["new", "received", "assigned", "triage", "returned", "signed",
+                                              "in_progress", "replied", "reopened", "closed", "archived"]
+    for s in domain.State:
+        assert s == s.value and str(s) == f"{s}" == s.value and json.dumps(s) == f'"{s.value}"'
+        assert domain.State(s.value) is s and hash(s) == hash(s.value)
+    assert domain.OPEN_STATES == {"received", "assigned", "triage", "returned", "signed", "in_progress", "replied",
+                                  "reopened"}
+    assert domain.FINAL_STATES == {"closed", "archived"}
+    assert "closed" in domain.FINAL_STATES and domain.State.CLOSED in {"closed"}
+    assert domain.CaseState(state="replied").state is domain.State.REPLIED  # a stored row reads as its member
+    assert domain.CaseState().state is domain.State.NEW

@@ -1,8 +1,11 @@
 """A department's own system on the bus, in plain nats-py: it imports nothing from xinfang.
 
 It follows every event about its cases (cases.*.<unit>) through a durable consumer of its own, so
-nothing is missed while it is offline, signs (签收) each case assigned to it, and acknowledges each
-event once handled. Run:  python department.py nats://127.0.0.1:4250 forestry
+nothing is missed while it is offline, signs (签收) each case assigned to it as lead, prints the
+refusals of its own events (cases.refused.<unit>) and acknowledges each event once handled.
+The contract (every subject and payload) is docs/asyncapi.yaml, or `xinfang asyncapi`.
+
+Run:  python department.py nats://127.0.0.1:4250 forestry [IDLE_EXIT_SECONDS]
 """
 import asyncio
 import json
@@ -12,26 +15,37 @@ from datetime import datetime, timezone
 
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 
 async def main(url: str, unit: str, idle_exit: float | None) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
     durable = f"unit_{unit}"
-    await js.add_consumer("CASES", ConsumerConfig(
-        durable_name=durable, filter_subject=f"cases.*.{unit}", ack_policy=AckPolicy.EXPLICIT,
-        deliver_policy=DeliverPolicy.ALL))
+    try:
+        # Bind to the consumer as it is, if it exists: it keeps our place in the stream across
+        # restarts, whatever settings an earlier version of this program gave it.
+        await js.consumer_info("CASES", durable)
+    except NotFoundError:
+        # ack_wait: an event taken but not acknowledged (say, this process died while handling it)
+        # is delivered again after 60 s, so after a restart expect to see it once more.
+        await js.add_consumer("CASES", ConsumerConfig(
+            durable_name=durable, filter_subject=f"cases.*.{unit}", ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=60))
     sub = await js.pull_subscribe_bind(durable=durable, stream="CASES")
     while True:
         try:
             msgs = await sub.fetch(50, timeout=idle_exit or 5)
-        except nats.errors.TimeoutError:
+        except (nats.errors.TimeoutError, asyncio.TimeoutError):  # nats-py raises either when nothing comes
             if idle_exit:
                 break
             continue
         for msg in msgs:
             event = json.loads(msg.data)
-            print(msg.subject, event["case_id"], event.get("case", {}).get("title", ""), flush=True)
+            if event["type"] == "EventRefused":
+                print("refused:", event["refused_type"], event["case_id"], event["reason"], flush=True)
+            else:
+                print(msg.subject, event.get("case_id"), event.get("case", {}).get("title", ""), flush=True)
             if event["type"] == "CaseAssigned" and event["role"] == "lead":
                 await sign(nc, js, unit, event["case_id"])
             await msg.ack()
@@ -39,16 +53,17 @@ async def main(url: str, unit: str, idle_exit: float | None) -> None:
 
 
 async def sign(nc, js, unit: str, case_id: str) -> None:
-    # Ask routing first: a command for a case that is not ours is refused, with the reason.
+    # Ask routing first: the answer says why not (error: unknown_case, not_assigned, malformed).
     answer = json.loads((await nc.request(f"routing.assignment.{unit}", json.dumps({"case_id": case_id}).encode(),
                                           timeout=5)).data)
     if not answer["assigned"]:
-        print("refused:", answer["reason"], flush=True)
+        print("not sent:", answer["error"], answer["reason"], flush=True)
         return
     event = {"type": "UnitSigned", "schema_version": 1, "event_id": str(uuid.uuid4()),
              "occurred_at": datetime.now(timezone.utc).isoformat(), "actor": {"kind": "unit", "id": unit},
              "case_id": case_id, "unit": unit}
-    # Nats-Msg-Id makes a retried publish harmless: the stream keeps the first one.
+    # Nats-Msg-Id makes a retried publish harmless: the stream keeps the first one. A PubAck only
+    # says the stream stored it; if the bureau refuses it, an EventRefused comes on cases.refused.<unit>.
     await js.publish(f"cases.signed.{unit}", json.dumps(event).encode(), headers={"Nats-Msg-Id": event["event_id"]})
     print("signed", case_id, flush=True)
 

@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
         await asyncio.to_thread(routing.classifier.warm_up)
     plumbing.on_start.append(warm_up)
     plumbing.consume(handlers.HANDLERS, routing, tables.inbox)
-    plumbing.workers.append(handlers.AssignmentResponder(routing, plumbing.bus))
+    plumbing.workers.append(handlers.assignment_responder(routing, plumbing.bus))
 
     return plumbing.app(
         "Chooses each case's lead and co-handling units (`cases.assigned.<unit>`), sends what it cannot place to "

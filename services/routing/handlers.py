@@ -1,9 +1,8 @@
 """Routing on the bus: its durable consumer, and the answer to a unit asking about a case."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
+from functools import partial
 
 from sqlalchemy import Connection
 
@@ -11,7 +10,7 @@ from services.routing import service
 from services.routing.service import Routing
 from shared import events as ev
 from shared import subjects
-from shared.bus import Bus
+from shared.bus import Bus, Responder
 from shared.consumer import Delivery, HandlerTable
 from shared.events import AssignmentAnswer, AssignmentQuery
 
@@ -38,33 +37,15 @@ HANDLERS = HandlerTable({
 }, reject=service.reject)
 
 
-class AssignmentResponder:
-    """Answers ``routing.assignment.<unit>`` requests: is this case the unit's own now?
+def answer_assignment(routing: Routing, unit: str, request: bytes) -> AssignmentAnswer:
+    """``routing.assignment.<unit>``: is this case the unit's own now?"""
+    try:
+        query = AssignmentQuery.model_validate_json(request)
+    except ValueError:
+        return AssignmentAnswer(unit=unit, assigned=False, error="malformed",
+                                reason='send a JSON object {"case_id": "<case number>"}')
+    return AssignmentAnswer.model_validate(service.assignment_of(routing, query.case_id, unit))
 
-    Core NATS request-reply in a queue group, so one replica answers each request.
-    """
 
-    def __init__(self, routing: Routing, bus: Bus) -> None:
-        self.routing, self.bus, self.sub = routing, bus, None
-
-    async def run(self) -> None:
-        await self.bus.wait_connected()
-        self.sub = await self.bus.nc.subscribe(subjects.ASSIGNMENT_QUERY.format(unit="*"), queue="routing",
-                                               cb=self._answer)
-
-    async def _answer(self, msg) -> None:  # noqa: ANN001
-        unit = msg.subject.rsplit(".", 1)[1]
-        try:
-            query = AssignmentQuery.model_validate_json(msg.data)
-        except ValueError:
-            answer = AssignmentAnswer(unit=unit, assigned=False, error="malformed",
-                                      reason='send a JSON object {"case_id": "<case number>"}')
-        else:
-            answer = AssignmentAnswer.model_validate(
-                await asyncio.to_thread(service.assignment_of, self.routing, query.case_id, unit))
-        await msg.respond(answer.model_dump_json(exclude_none=True).encode())
-
-    async def stop(self) -> None:
-        if self.sub is not None:
-            with contextlib.suppress(Exception):
-                await self.sub.unsubscribe()
+def assignment_responder(routing: Routing, bus: Bus) -> Responder:
+    return Responder(bus, subjects.ASSIGNMENT_QUERY, "routing", partial(answer_assignment, routing))

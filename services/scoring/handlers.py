@@ -12,7 +12,6 @@ from sqlalchemy import Connection
 
 from services.scoring import domain, service, tables
 from services.scoring.service import Scoring
-from shared import events as ev
 from shared.consumer import Delivery, HandlerTable
 from shared.events import UndecodableEvent, decode
 from shared.inbox import new_event_ids
@@ -20,13 +19,15 @@ from shared.settings import Settings
 
 
 def project(scoring: Scoring, conn: Connection, batch: list[Delivery]) -> None:
+    """A batch through HANDLERS' values: the facts of its cases are loaded once, each event moves them
+    by its rule (domain.FACT_RULES) or is recorded (service.RECORDS), and the facts are stored once.
+    service.apply_events does it, for the rebuild's batches too."""
     service.apply_events(scoring, conn, [d.event for d in batch])
 
 
-# What scoring projects: the case facts (domain.FACT_RULES), night visits and drives. A batch's
-# facts are loaded and stored together.
-HANDLERS = HandlerTable({**domain.FACT_RULES, ev.NightVisitLogged: service.apply_events,
-                         ev.DriveOpened: service.apply_events}, apply_batch=project)
+# What scoring projects: the case facts (domain.FACT_RULES), night visits and drives. Its consumer
+# subscribes to these types' subjects; project applies each batch.
+HANDLERS = HandlerTable({**domain.FACT_RULES, **service.RECORDS}, apply_batch=project)
 
 
 async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progress: bool = True) -> dict:

@@ -20,23 +20,23 @@ def channel_figures(facts: list[dict], visits: list[dict], drives: dict[str, dic
                     end: datetime) -> dict:
     out = {}
     for channel in CHANNEL_NAMES:
-        fs = [f for f in facts if f["channel"] == channel]
+        fs = [f for f in facts if f.channel == channel]
         closed = sum(domain.is_closed(f) for f in fs)
         out[channel] = {"received": len(fs), "closed": closed, "closure_rate": domain.rate(closed, len(fs))}
-    delegated = [f for f in facts if f["channel"] == "delegated"]
-    out["delegated"] |= {"agents": len({f["agent_id"] for f in delegated if f["agent_id"]}),
-                         "agencies": len({f["agency_id"] for f in delegated if f["agency_id"]})}
+    delegated = [f for f in facts if f.channel == "delegated"]
+    out["delegated"] |= {"agents": len({f.agent_id for f in delegated if f.agent_id}),
+                         "agencies": len({f.agency_id for f in delegated if f.agency_id})}
     first, last = start.astimezone(CHINA_TZ).date(), end.astimezone(CHINA_TZ).date()
     in_period = [v for v in visits if first <= _as_date(v["visited_on"]) < last]
     out["night_visit"] |= {"visits": len(in_period), "households_visited": sum(v["households_visited"] for v in in_period),
                            "problems": out["night_visit"]["received"], "solved": out["night_visit"]["closed"]}
     found = {}
     for f in facts:
-        if f["drive_id"]:
-            d = found.setdefault(f["drive_id"], {"drive_id": f["drive_id"], "disputes": 0, "important": 0,
-                                                 **{k: drives.get(f["drive_id"], {}).get(k) for k in ("name", "kind")}})
+        if f.drive_id:
+            d = found.setdefault(f.drive_id, {"drive_id": f.drive_id, "disputes": 0, "important": 0,
+                                                 **{k: drives.get(f.drive_id, {}).get(k) for k in ("name", "kind")}})
             d["disputes"] += 1
-            d["important"] += f["leader_id"] is not None
+            d["important"] += f.leader_id is not None
     out["screening"] |= {"drives": sorted(found.values(), key=lambda d: d["drive_id"])}
     return out
 

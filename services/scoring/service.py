@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
@@ -45,23 +46,56 @@ class Scoring:
 # --- the projection -----------------------------------------------------------------------------
 
 def apply_events(scoring: Scoring, conn: Connection, events: list[ev.Event]) -> None:
-    c = tables.case_facts
-    ids = {e.case_id for e in events if isinstance(e, ev.CaseEvent)}
-    facts = {r.case_id: dict(r._mapping) for r in conn.execute(select(c).where(c.c.case_id.in_(ids)))} if ids else {}
-    fresh = set(ids) - set(facts)
+    """Project a batch (the live consumer's, or a rebuild's): the facts of its cases are loaded once,
+    moved by each event's rule (``domain.FACT_RULES``) and stored once; night visits and drives are
+    recorded. Events of other types change nothing."""
+    facts = load_facts(conn, {e.case_id for e in events if ev.entry_for(domain.FACT_RULES, e)})
+    stored = {case_id: f.as_row() for case_id, f in facts.items()}
     for e in events:
-        if type(e) in domain.FACT_RULES:
-            domain.FACT_RULES[type(e)](facts.setdefault(e.case_id, domain.new_fact(e.case_id)), e)
-        elif isinstance(e, ev.NightVisitLogged):
-            insert_ignore(conn, tables.visits, [{
-                "visit_id": e.visit_id, "cadre_unit": e.cadre_unit, "township": e.township, "visited_on": e.visited_on,
-                "households_visited": e.households_visited, "case_ids": e.case_ids}])
-        elif isinstance(e, ev.DriveOpened):
-            insert_ignore(conn, tables.drives, [{"drive_id": e.drive_id, "kind": e.kind, "name": e.name}])
-    if fresh:
-        conn.execute(c.insert(), [facts[i] for i in fresh])
-    for case_id in set(facts) - fresh:
-        conn.execute(c.update().where(c.c.case_id == case_id).values(**facts[case_id]))
+        if (rule := ev.entry_for(domain.FACT_RULES, e)) is not None:
+            rule(facts.setdefault(e.case_id, domain.CaseFacts(e.case_id)), e)
+        elif (record := ev.entry_for(RECORDS, e)) is not None:
+            record(conn, e)
+    store_facts(conn, facts, stored)
+
+
+def load_facts(conn: Connection, case_ids: set[str]) -> dict[str, domain.CaseFacts]:
+    """The stored facts of those cases that have a row, by case id."""
+    if not case_ids:
+        return {}
+    c = tables.case_facts
+    rows = conn.execute(select(c).where(c.c.case_id.in_(case_ids)))
+    return {r.case_id: domain.CaseFacts.from_row(r._mapping) for r in rows}
+
+
+def store_facts(conn: Connection, facts: dict[str, domain.CaseFacts], stored: dict[str, dict]) -> None:
+    """Insert the facts of new cases; update, in the cases ``stored`` (as loaded), what changed."""
+    c = tables.case_facts
+    rows = {case_id: f.as_row() for case_id, f in facts.items()}
+    new = [row for case_id, row in rows.items() if case_id not in stored]
+    if new:
+        conn.execute(c.insert(), new)
+    for case_id, before in stored.items():
+        changed = {k: v for k, v in rows[case_id].items() if v != before[k]}
+        if changed:
+            conn.execute(c.update().where(c.c.case_id == case_id).values(**changed))
+
+
+def record_visit(conn: Connection, e: ev.NightVisitLogged) -> None:
+    """驻村夜访: the visit and the households visited (its problems are cases of their own)."""
+    insert_ignore(conn, tables.visits, [{
+        "visit_id": e.visit_id, "cadre_unit": e.cadre_unit, "township": e.township, "visited_on": e.visited_on,
+        "households_visited": e.households_visited, "case_ids": e.case_ids}])
+
+
+def record_drive(conn: Connection, e: ev.DriveOpened) -> None:
+    """矛盾纠纷排查: the drive, to name it in reports."""
+    insert_ignore(conn, tables.drives, [{"drive_id": e.drive_id, "kind": e.kind, "name": e.name}])
+
+
+# What the projection records besides the case facts.
+RECORDS: dict[type[ev.Event], Callable[[Connection, ev.Event], None]] = {
+    ev.NightVisitLogged: record_visit, ev.DriveOpened: record_drive}
 
 
 # --- periods and figures ------------------------------------------------------------------------
@@ -87,14 +121,15 @@ def period_bounds(period: str) -> tuple[datetime, datetime]:
     raise InvalidInput([FieldError("period", "use 2026, 2026-Q3, 2026-05 or 2026-01-01..2026-03-31")])
 
 
-def facts_in(conn: Connection, period: str, filters: dict[str, str] | None = None) -> list[dict]:
+def facts_in(conn: Connection, period: str, filters: dict[str, str] | None = None) -> list[domain.CaseFacts]:
+    """The facts of the cases received in ``period`` (and matching ``filters``), in case-id order."""
     start, end = period_bounds(period)
     c = tables.case_facts
     q = select(c).where(c.c.received_at >= start, c.c.received_at < end)
     for key, value in (filters or {}).items():
         if value:
             q = q.where(c.c[_COLUMN[key]] == value)
-    return [dict(r._mapping) for r in conn.execute(q.order_by(c.c.case_id))]
+    return [domain.CaseFacts.from_row(r._mapping) for r in conn.execute(q.order_by(c.c.case_id))]
 
 
 def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None) -> dict:
@@ -125,19 +160,17 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
     return body
 
 
-def _repeat_origins(conn: Connection, facts: list[dict]) -> dict[str, dict]:
+def _repeat_origins(conn: Connection, facts: list[domain.CaseFacts]) -> dict[str, domain.CaseFacts]:
     """The earlier cases that ``facts`` repeat, whatever period they belong to."""
-    ids = {f["repeat_of"] for f in facts if f["repeat_of"]}
-    c = tables.case_facts
-    return {r.case_id: dict(r._mapping) for r in conn.execute(select(c).where(c.c.case_id.in_(ids)))} if ids else {}
+    return load_facts(conn, {f.repeat_of for f in facts if f.repeat_of})
 
 
-def scorecards(scoring: Scoring, facts: list[dict]) -> dict[str, list[dict]]:
+def scorecards(scoring: Scoring, facts: list[domain.CaseFacts]) -> dict[str, list[dict]]:
     """Every unit's card, ranked among townships and among departments."""
-    by_unit: dict[str, list[dict]] = {code: [] for code in scoring.directory.units}
+    by_unit: dict[str, list[domain.CaseFacts]] = {code: [] for code in scoring.directory.units}
     for f in facts:
-        if f["lead_unit"] in by_unit:
-            by_unit[f["lead_unit"]].append(f)
+        if f.lead_unit in by_unit:
+            by_unit[f.lead_unit].append(f)
     cards = {code: domain.scorecard(code, domain.figures(fs), scoring.weights) for code, fs in by_unit.items()}
     kinds = {code: u.kind for code, u in scoring.directory.units.items()}
     return {"townships": domain.rank([c for u, c in cards.items() if kinds[u] == "township"]),

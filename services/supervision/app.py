@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     sup = Supervision(uow=plumbing.uow, directory=directory, policy=load_policy(settings.config_dir), clock=clock,
                       metrics=metrics, settings=settings)
     plumbing.consume(handlers.HANDLERS, sup, tables.inbox)
-    plumbing.workers.append(handlers.Sweeper(sup, settings.sweep_interval_s))
+    plumbing.workers += [handlers.Sweeper(sup, settings.sweep_interval_s), handlers.timeline_responder(sup, plumbing.bus)]
 
     async def check_calendar() -> None:
         known = schedule_known_through()

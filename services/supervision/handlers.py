@@ -4,10 +4,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from functools import partial
 
 from services.supervision import domain, service
 from services.supervision.service import Supervision
 from shared import events as ev
+from shared import subjects
+from shared.bus import Bus, Responder
 from shared.consumer import HandlerTable
 
 log = logging.getLogger(__name__)
@@ -24,6 +27,20 @@ def reject(sup: Supervision, event: ev.Event) -> str | None:
 # the moment they are decided). A batch is recorded, then each touched case re-folded once.
 HANDLERS = HandlerTable({t: f for t, f in domain.TRANSITIONS.items() if t.published_by != "supervision"},
                         reject=reject, apply_batch=service.apply_events)
+
+
+def answer_timeline(sup: Supervision, unit: str, request: bytes) -> ev.TimelineAnswer:
+    """``timeline.<unit>``: the timeline of a case the unit holds or held."""
+    try:
+        query = ev.TimelineQuery.model_validate_json(request)
+    except ValueError:
+        return ev.TimelineAnswer(unit=unit, found=False, error="malformed",
+                                 reason='send a JSON object {"case_id": "<case number>"}')
+    return ev.TimelineAnswer.model_validate(service.unit_timeline(sup, query.case_id, unit))
+
+
+def timeline_responder(sup: Supervision, bus: Bus) -> Responder:
+    return Responder(bus, subjects.TIMELINE_QUERY, "supervision", partial(answer_timeline, sup))
 
 
 class Sweeper:

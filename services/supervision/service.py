@@ -117,7 +117,6 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
                     by="supervision", occurred_at=now)], now)
         elif status == "applied" and row.status == "pending" and isinstance(event, NOTIFY_UNITS):
             _notify_units(conn, state, event, now)
-    now = sup.clock.now()
     reason = domain.should_close(state, now, sup.policy)
     if reason == "satisfied" and _once(conn, case_id, "close", state.replied_at, "closed", now):
         _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
@@ -248,6 +247,22 @@ def timeline(sup: Supervision, case_id: str) -> list[dict]:
     return [{"at": r.occurred_at, "placed_at": r.placed_at, "event": r.type, "unit": r.unit,
              "actor": r.payload.get("actor"), "status": r.status, "reason": r.reason or None, "event_id": r.event_id}
             for r in rows]
+
+
+def unit_timeline(sup: Supervision, case_id: str, unit: str) -> dict:
+    """A unit's view of a case it holds or held (was ever assigned): every step, who and when, applied
+    or refused with the reason — so a department sees what became of its own events. Any other case,
+    existing or not, gets the same answer."""
+    t = tables.timeline
+    with sup.uow.engine.connect() as conn:
+        held = conn.execute(select(t.c.event_id).where(t.c.case_id == case_id, t.c.type == "CaseAssigned",
+                                                       t.c.unit == unit).limit(1)).first()
+    if held is None:
+        return {"case_id": case_id, "unit": unit, "found": False, "error": "not_found",
+                "reason": f"no case {case_id} that {unit} holds or held"}
+    steps = [{**s, "actor": s["actor"] if s["unit"] == unit else {"kind": (s["actor"] or {}).get("kind")}}
+             for s in timeline(sup, case_id)]
+    return {"case_id": case_id, "unit": unit, "found": True, "timeline": steps}
 
 
 def case_view(sup: Supervision, case_id: str) -> dict:

@@ -76,4 +76,8 @@ def describe(event: ev.Event) -> str:
         return f"{when}  {case}  {event.type.removeprefix('Case').lower()}: {event.due_kind} due {event.due_at:%Y-%m-%d}"
     if isinstance(event, ev.ExtensionDecided):
         return f"{when}  {case}  extension {'approved' if event.approved else 'refused'} {event.reason}"
+    if isinstance(event, ev.EventRefused):
+        return f"{when}  {case or '-'}  REFUSED {event.refused_type or 'event'} ({event.kind}, by {event.by}): {event.reason}"
+    if isinstance(event, ev.UnitNotified):
+        return f"{when}  {case}  notified: {event.event.type}"
     return f"{when}  {case}  {event.type}"

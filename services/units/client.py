@@ -10,12 +10,12 @@ under its own code only. Importable by a department's own system; ``xinfang unit
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 import nats
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from shared import events as ev
 from shared import subjects
@@ -25,7 +25,12 @@ ReplyResult = ev.CaseReplied.model_fields["result"].annotation
 
 
 class Refused(Exception):
-    """The command was not sent: the reason says why (e.g. the case is not assigned to this unit)."""
+    """The command was not sent: the reason says why (e.g. the case is not assigned to this unit);
+    ``error`` is routing's code for it (``unknown_case``, ``not_assigned``)."""
+
+    def __init__(self, reason: str, error: str | None = None) -> None:
+        super().__init__(reason)
+        self.error = error
 
 
 class UnitClient:
@@ -50,11 +55,20 @@ class UnitClient:
     async def events(self, *, durable: str | None = None, idle_timeout: float | None = None,
                      batch: int = 50) -> AsyncIterator[ev.Event]:
         """Every event about this unit's cases, oldest first, each acknowledged once the loop body
-        has run for it. Stops after ``idle_timeout`` seconds without news (None: never)."""
+        has run for it: the refusals of its own events (``EventRefused``) and what the resident and
+        the bureau did about its cases (``UnitNotified``) included. Stops after ``idle_timeout``
+        seconds without news (None: never).
+
+        The durable consumer keeps the unit's place across restarts; an existing one is bound as it
+        is, whatever its settings. An event taken but not acknowledged (the process died in the loop
+        body) comes again after the consumer's ``ack_wait`` (60 s here)."""
         name = durable or f"unit_{self.unit}"
-        await self.js.add_consumer(self.stream, ConsumerConfig(
-            durable_name=name, filter_subject=subjects.for_unit(self.unit), ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL, ack_wait=60))
+        try:
+            await self.js.consumer_info(self.stream, name)
+        except NotFoundError:
+            await self.js.add_consumer(self.stream, ConsumerConfig(
+                durable_name=name, filter_subject=subjects.for_unit(self.unit), ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL, ack_wait=60))
         sub = await self.js.pull_subscribe_bind(durable=name, stream=self.stream)
         while True:
             try:
@@ -71,6 +85,12 @@ class UnitClient:
                     continue
                 yield event
                 await msg.ack()
+
+    async def timeline(self, case_id: str) -> ev.TimelineAnswer:
+        """The timeline of a case this unit holds or held: every step, applied or refused and why."""
+        answer = await self.nc.request(subjects.TIMELINE_QUERY.format(unit=self.unit),
+                                       ev.TimelineQuery(case_id=case_id).model_dump_json().encode(), timeout=5)
+        return ev.TimelineAnswer.model_validate_json(answer.data)
 
     # --- out ------------------------------------------------------------------------------------
 
@@ -97,10 +117,10 @@ class UnitClient:
 
     async def _send(self, event: ev.UnitCaseEvent) -> ev.UnitCaseEvent:
         answer = await self.nc.request(subjects.ASSIGNMENT_QUERY.format(unit=self.unit),
-                                       json.dumps({"case_id": event.case_id}).encode(), timeout=5)
-        check = json.loads(answer.data)
-        if not check.get("assigned"):
-            raise Refused(check.get("reason", "refused"))
+                                       ev.AssignmentQuery(case_id=event.case_id).model_dump_json().encode(), timeout=5)
+        check = ev.AssignmentAnswer.model_validate_json(answer.data)
+        if not check.assigned:
+            raise Refused(check.reason or "refused", check.error)
         # The subject carries this unit's own code (event.unit): a unit publishes only as itself.
         await self.js.publish(event.subject, ev.encode(event), stream=self.stream,
                               headers={"Nats-Msg-Id": event.event_id})
