@@ -21,7 +21,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -42,6 +42,7 @@ from shared.inbox import new_event_ids
 from shared.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
+PullSubscription = JetStreamContext.PullSubscription
 
 
 def _fetch_timeouts_as_nats_timeouts() -> None:
@@ -64,7 +65,6 @@ def _fetch_timeouts_as_nats_timeouts() -> None:
     PullSubscription.fetch = shimmed
 
 
-PullSubscription = JetStreamContext.PullSubscription
 _fetch_timeouts_as_nats_timeouts()
 DEPARTMENT_SUBJECTS = [c.subject_template for c in ev.DEPARTMENT_EVENTS]
 
@@ -130,7 +130,6 @@ class ConsumerSpec:
     backoff_s: tuple[float, ...] = (0.5, 2.0, 8.0, 30.0)
     max_ack_pending: int = 1000
     fetch_timeout_s: float = 0.1  # a lone message waits at most this long for its batch to fill
-    extra: dict = field(default_factory=dict)
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
