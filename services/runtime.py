@@ -5,6 +5,7 @@ own process, exactly as in production; Ctrl-C stops them in order (services drai
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from shared import natsauth
 from shared.db import migrate
 from shared.settings import Settings
 
@@ -44,8 +46,12 @@ def nats_server_binary() -> str:
 class NatsServer:
     """A nats-server child process with JetStream in ``store_dir``."""
 
-    def __init__(self, store_dir: Path, port: int, monitor_port: int | None = None, sync_always: bool = False) -> None:
+    def __init__(self, store_dir: Path, port: int, monitor_port: int | None = None, sync_always: bool = False,
+                 auth_conf: Path | None = None, tls_cert: Path | None = None, tls_key: Path | None = None) -> None:
+        """``auth_conf``: an ``authorization {}`` block to include (shared/natsauth.py; without it any
+        client may connect and do anything). ``tls_cert``/``tls_key``: clients must speak TLS."""
         self.store_dir, self.port, self.monitor_port, self.sync_always = Path(store_dir), port, monitor_port, sync_always
+        self.auth_conf, self.tls_cert, self.tls_key = auth_conf, tls_cert, tls_key
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -55,8 +61,14 @@ class NatsServer:
     def config(self) -> str:
         sync = "\n  sync_interval: always" if self.sync_always else ""
         http = f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else ""
-        return (f"listen: 127.0.0.1:{self.port}\n{http}server_name: xinfang\n"
+        text = (f"listen: 127.0.0.1:{self.port}\n{http}server_name: xinfang\n"
                 f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"{sync}\n}}\n')
+        if self.auth_conf is not None:  # nats-server resolves an include relative to this file's folder
+            text += f'include "{os.path.relpath(Path(self.auth_conf).resolve(), self.store_dir.resolve())}"\n'
+        if self.tls_cert is not None:
+            text += (f'tls {{\n  cert_file: "{Path(self.tls_cert).resolve()}"\n'
+                     f'  key_file: "{Path(self.tls_key).resolve()}"\n  timeout: 2\n}}\n')
+        return text
 
     def start(self, timeout: float = 15.0) -> None:
         self.store_dir.mkdir(parents=True, exist_ok=True)
@@ -93,6 +105,32 @@ def free_port() -> int:
 def spawn(service: str, env: dict, **popen) -> subprocess.Popen:
     """``xinfang run SERVICE`` as its own process."""
     return subprocess.Popen([sys.executable, "-m", "services.cli", "run", service], env=env, **popen)
+
+
+def service_env(env: dict, settings: Settings, service: str) -> dict:
+    """A service's environment with its own NATS user: ``svc_<service>.json`` of the data folder, or
+    of the folder of ``up``'s own XF_NATS_CREDS (``XF_NATS_CREDS=DIR/admin.json xinfang up``). A
+    service never inherits ``up``'s credentials."""
+    name = f"{natsauth.service_user(service)}.json"
+    folders = [natsauth.creds_dir(settings)] + ([settings.nats_creds.parent] if settings.nats_creds else [])
+    found = next((f / name for f in folders if (f / name).exists()), None)
+    env = {k: v for k, v in env.items() if k != "XF_NATS_CREDS"}
+    return {**env, "XF_NATS_CREDS": str(found.resolve())} if found is not None else env
+
+
+def keys_problem(settings: Settings, services: list[str]) -> str | None:
+    """Why the services that hash (intake, supervision) would refuse to start, or None: no key has a
+    default (shared/keys.py)."""
+    from shared import keys
+
+    needing = [s for s in services if s in keys.SERVICES]
+    if not needing:
+        return None
+    try:
+        keys.load(settings)
+    except keys.KeysError as exc:
+        return f"{', '.join(needing)} cannot start: {exc}"
+    return None
 
 
 def stop_all(children: dict[str, subprocess.Popen], timeout: float = 20) -> None:
@@ -134,11 +172,16 @@ def up(settings: Settings) -> int:
     nats_server = None
     env = dict(os.environ)
     if settings.nats_url is None:
+        from shared.secrets import ensure_embedded
+        for line in ensure_embedded(settings):  # first start: keys, NATS users, the first API tokens
+            print(line, flush=True)
         if port_open(settings.embedded_nats_port):
             print(f"port {settings.embedded_nats_port} is taken: is another `xinfang up` running?", file=sys.stderr)
             return 1
+        # The NATS users ensure_embedded generated (shared/natsauth.py): no anonymous connection.
         nats_server = NatsServer(settings.data_dir / "nats", settings.embedded_nats_port,
-                                 settings.embedded_nats_monitor_port, settings.nats_sync_always)
+                                 settings.embedded_nats_monitor_port, settings.nats_sync_always,
+                                 auth_conf=natsauth.auth_conf_path(settings))
         nats_server.start()
     env["XF_NATS_URL"] = settings.effective_nats_url
     env["XF_DATA_DIR"] = str(settings.data_dir.resolve())
@@ -152,9 +195,21 @@ def up(settings: Settings) -> int:
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
+        try:  # only admin may create or change a stream: declare them before the services look
+            from shared.bus import declare_streams
+            asyncio.run(declare_streams(settings))
+        except Exception as exc:  # noqa: BLE001
+            if nats_server is not None:
+                print(f"could not declare the streams on the embedded NATS: {exc!r}", file=sys.stderr)
+                return 1
+            print(f"could not declare the streams as admin ({exc!r}); the services will look for them",
+                  file=sys.stderr)
+        if (problem := keys_problem(settings, list(APPS))) is not None:
+            print(problem, file=sys.stderr)
+            return 2
         for service in APPS:
-            migrate(service, settings.db_url(service))
-            children[service] = spawn(service, env)
+            migrate(service, settings.db_url(service), settings)
+            children[service] = spawn(service, service_env(env, settings, service))
         for service in APPS:
             try:
                 wait_healthy(settings.base_url(service), children[service])
@@ -167,6 +222,8 @@ def up(settings: Settings) -> int:
         for service in APPS:
             print(f"  {service:<12} {settings.base_url(service)}  (API docs {settings.base_url(service)}/docs)")
         print(f"  data         {settings.data_dir.resolve()}")
+        from shared.tokens import where
+        print(f"  API tokens   {where(settings)}")
         print("Ctrl-C stops everything.", flush=True)
         while not stopping:
             dead = [s for s, p in children.items() if p.poll() is not None]

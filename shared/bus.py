@@ -14,15 +14,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import nats
 from faststream.nats import NatsBroker
+from faststream.nats.security import NatsSecurity, NatsUserPassword
 from nats.aio.client import Client
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import BaseModel
 
-from shared import subjects
+from shared import natsauth, subjects
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,7 +50,12 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
 
 
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
-    """Create the streams, or bring the settings we own back to ours. Idempotent; races tolerated."""
+    """Create the streams, or bring the settings we own back to ours. Idempotent; races tolerated.
+
+    With NATS users (shared/natsauth.py) only ``admin`` may create or update a stream: a service
+    finds them declared (``xinfang up`` declares them as admin first). Its attempt is refused by the
+    server, which answers nothing, so the request times out: a stream that exists is used as it is,
+    with a warning when its settings differ; one that is missing is an error (the bus retries)."""
     for cfg in stream_configs(settings):
         try:
             info = await js.stream_info(cfg.name)
@@ -57,12 +66,40 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
                 continue
             except BadRequestError:  # another process created it first
                 info = await js.stream_info(cfg.name)
+            except (NatsTimeout, asyncio.TimeoutError):
+                raise RuntimeError(f"stream {cfg.name} does not exist and this NATS user may not create it "
+                                   "(only admin may: `xinfang up` declares the streams as admin)") from None
         have = info.config
         if (sorted(have.subjects or []) != sorted(cfg.subjects or []) or have.max_age != cfg.max_age
                 or have.duplicate_window != cfg.duplicate_window):
             log.warning("stream settings differ from the declaration; updating",
                         extra={"fields": {"stream": cfg.name}})
-            await js.update_stream(cfg)
+            try:
+                await js.update_stream(cfg)
+            except (NatsTimeout, asyncio.TimeoutError):
+                log.warning("this NATS user may not update the stream (only admin may); using it as it is",
+                            extra={"fields": {"stream": cfg.name}})
+
+
+async def declare_streams(settings: Settings, creds: Path | None = None) -> None:
+    """Connect as admin (``creds``, else XF_NATS_CREDS, else the embedded run's ``admin.json``; none:
+    anonymous) and declare the streams: what ``xinfang up`` does before it starts the services."""
+    nc = await nats.connect(settings.effective_nats_url, name="xinfang-declare", connect_timeout=5,
+                            allow_reconnect=False, **natsauth.connect_options(settings, natsauth.ADMIN, creds))
+    try:
+        await ensure_streams(nc.jetstream(timeout=PUBLISH_TIMEOUT_S), settings)
+    finally:
+        await nc.close()
+
+
+def broker_options(options: dict) -> dict:
+    """nats.connect keyword arguments (natsauth.connect_options) as NatsBroker takes them."""
+    out = {"inbox_prefix": options["inbox_prefix"]} if "inbox_prefix" in options else {}
+    if "user" in options:
+        out["security"] = NatsUserPassword(options["user"], options["password"], ssl_context=options.get("tls"))
+    elif options.get("tls") is not None:
+        out["security"] = NatsSecurity(ssl_context=options["tls"])
+    return out
 
 
 class Responder:
@@ -100,11 +137,17 @@ class Bus:
         self.settings = settings
         self.name = name
         self.on_connected = on_connected
+        # Its NATS user: XF_NATS_CREDS, else svc_<name>.json of the embedded run (shared/natsauth.py).
+        options = natsauth.connect_options(settings, natsauth.service_user(name))
+        self.user = options.get("user")
+        # Where this connection's replies and pull deliveries arrive: its user may read only these.
+        self.inbox_prefix = (options.get("inbox_prefix", "_INBOX") + ".").encode()
         self.broker = NatsBroker(
             settings.effective_nats_url, name=name, connect_timeout=2, allow_reconnect=True,
             max_reconnect_attempts=-1, reconnect_time_wait=0.5, reconnected_cb=self._reconnected,
             disconnected_cb=self._disconnected, error_cb=self._error,
-            graceful_timeout=settings.consumer_ack_wait_s, logger=log, log_level=logging.DEBUG)
+            graceful_timeout=settings.consumer_ack_wait_s, logger=log, log_level=logging.DEBUG,
+            **broker_options(options))
         self.before_subscribing: list[Callable[[], Awaitable[None]]] = []
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
@@ -153,6 +196,10 @@ class Bus:
             log.warning("disconnected from NATS")
 
     async def _error(self, exc: Exception) -> None:
+        if "permissions violation" in str(exc).lower():  # the server refused this user something
+            log.warning("NATS refused an operation of this user",
+                        extra={"fields": {"user": self.user, "error": str(exc)}})
+            return
         log.debug("NATS client error", extra={"fields": {"error": repr(exc)}})
 
     def _notify(self) -> None:
@@ -167,7 +214,12 @@ class Bus:
     async def close(self) -> None:
         self._closing = True
         if self._task is not None and not self._task.done():
-            self._task.cancel()
+            self._task.cancel()  # still connecting or starting the broker: wait until it has given up
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._task, 5)
+        for sub in self.broker.subscribers:  # any that started after the consumers were told to stop
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.stop(), 5)
         if self.nc is not None and not self.nc.is_closed:
             # The consumers have stopped and acked and the relay has stopped: flush what is buffered
             # and close (not the broker's drain(), which can wait out an open fetch).

@@ -185,6 +185,7 @@ class DurableConsumer:
             config=spec.config(), durable=spec.durable, stream=JStream(bus.settings.stream_name, declare=False),
             pull_sub=PullSub(batch_size=spec.batch, batch=True, timeout=spec.fetch_timeout_s),
             ack_policy=DeliveryAck.MANUAL, decoder=_raw_messages, max_workers=1,
+            inbox_prefix=bus.inbox_prefix,  # the pull deliveries come to this user's own inboxes
             title=f"{service}'s durable consumer", description=f"Filter subjects: {', '.join(spec.filter_subjects)}")
 
         async def on_batch(msgs: list) -> None:

@@ -109,11 +109,14 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict]) -> int:
 SERVICES_DIR = Path(__file__).resolve().parents[1] / "services"
 
 
-def migrate(service: str, url: str) -> None:
-    """Bring ``service``'s schema to head. Safe when several replicas start at once."""
+def migrate(service: str, url: str, settings: object | None = None) -> None:
+    """Bring ``service``'s schema to head. Safe when several replicas start at once.
+
+    ``settings`` (the process's): for a migration that needs a key (``context.config.attributes``)."""
     url = normalize_url(url)
     cfg = Config()
     cfg.set_main_option("script_location", str(SERVICES_DIR / service / "migrations"))
+    cfg.attributes["settings"] = settings
     engine = make_engine(url)
     try:
         with _migration_lock(url, engine, service):

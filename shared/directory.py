@@ -7,14 +7,28 @@ start with the file, line and field.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+_CODE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _code(value: str) -> str:
+    """A code becomes a NATS subject token (``cases.assigned.<unit>``): no '.', '*' or '>'."""
+    if not _CODE.match(value):
+        bad = sorted({c for c in value if c in ".*>"})
+        why = (f"may not contain {', '.join(repr(c) for c in bad)}: codes become NATS subject tokens"
+               if bad else "must be 1-64 letters, digits, '_' or '-'")
+        raise ValueError(f"code {value!r} {why}")
+    return value
+
+
+Code = Annotated[str, AfterValidator(_code)]
 
 
 class _Model(BaseModel):
@@ -137,7 +151,7 @@ class ConfigDoc:
             return TypeAdapter(model).validate_python(value if value is not None else ([] if top else {}))
         except ValidationError as exc:
             err = exc.errors()[0]
-            self.fail(((top,) if top else ()) + tuple(err["loc"]), err["msg"])
+            self.fail(((top,) if top else ()) + tuple(err["loc"]), err["msg"].removeprefix("Value error, "))
 
     def fail(self, loc: tuple, message: str) -> NoReturn:
         raise ConfigError(f"{self.path}:{yaml_line(self.node, loc)}: {dotted(loc)}: {message}")

@@ -31,6 +31,14 @@ class NotFound(Exception):
     message: str
 
 
+@dataclass
+class TooManyAttempts(Exception):
+    """Too many wrong attempts (the resident's routes): 429 with ``Retry-After`` seconds."""
+
+    message: str
+    retry_after: int
+
+
 def pydantic_field_errors(errors: list[dict]) -> list[FieldError]:
     """pydantic's errors as FieldErrors named like ``resident.id_number`` or ``problems[2].title``."""
     fields = []

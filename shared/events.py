@@ -29,7 +29,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from shared import subjects
 
-Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+# A code of the directory (unit, township, category, …) or an id like a drive's: it may become a NATS
+# subject token, so never '.', '*' or '>' (shared/directory.py refuses them in the files too).
+Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Channel = Literal["walk_in", "letter", "phone", "online", "delegated", "night_visit", "screening", "referral"]
 CHANNELS: tuple[str, ...] = Channel.__args__  # type: ignore[attr-defined]
 DueKind = Literal["accept", "sign", "reply", "review", "re_review", "agent"]
@@ -220,7 +222,9 @@ class NightVisitLogged(Event):
 
 
 class CaseBrief(BaseModel):
-    """The case as the unit handling it receives it (DESIGN §9): what it needs, the ID number masked."""
+    """The case as the unit handling it receives it (DESIGN §9): what its role needs. Never the ID
+    number or its hash; the lead unit gets the masked ID and the phone, a co-handling unit neither,
+    unless the routing rule says ``co_sees_contact``."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     title: str = Field(description="The case's short description (事由).")
@@ -233,8 +237,12 @@ class CaseBrief(BaseModel):
     village: Code | None = Field(None, description="Code of the case's village (村), when known.")
     people_count: int = Field(1, description="How many people came or signed (人数).")
     resident_name: str = Field(description="The resident's name (信访人姓名).")
-    resident_masked_id: str | None = Field(None, description="The resident's ID number, masked.")
-    resident_phone: str | None = Field(None, description="The resident's phone, to contact them.")
+    resident_masked_id: str | None = Field(None, description=(
+        "The resident's ID number, masked; for the lead unit (主办), and for a co-handling unit (协办) only when "
+        "its routing rule says co_sees_contact."))
+    resident_phone: str | None = Field(None, description=(
+        "The resident's phone, to contact them; for the lead unit (主办), and for a co-handling unit (协办) only "
+        "when its routing rule says co_sees_contact."))
     collective: bool = Field(False, description="Collective petition (集体访): people_count is 5 or more.")
     escalated: bool = Field(False, description="Skipped a level (越级访), as the clerk recorded it.")
     backlog: bool = Field(False, description="Long-standing case (积案), as the clerk recorded it.")
@@ -254,6 +262,13 @@ class CaseBrief(BaseModel):
                    repeat_of=case.repeat_of, special_period=case.special_period,
                    service_type=case.delegation.service_type if case.delegation else None,
                    referral_doc_no=case.referral.doc_no if case.referral else None)
+
+    def for_role(self, role: str, *, co_sees_contact: bool = False) -> CaseBrief:
+        """What a unit of ``role`` receives: a co-handling unit gets no phone and no masked ID unless
+        its rule says ``co_sees_contact``."""
+        if role == "lead" or co_sees_contact:
+            return self
+        return self.model_copy(update={"resident_masked_id": None, "resident_phone": None})
 
 
 # --- routing ------------------------------------------------------------------------------------

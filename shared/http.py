@@ -1,8 +1,8 @@
 """What every service's HTTP API shares: the error body, size and content-type limits, request
-metrics by route template, /healthz /readyz /metrics /asyncapi.json, and bearer tokens per role."""
+metrics by route template, /healthz /readyz /metrics /asyncapi.json, and the bearer-token guard of every
+route (roles per route: ``shared/access.py``; tokens: ``shared/tokens.py``)."""
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -11,13 +11,14 @@ from dataclasses import asdict
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import SecretStr
 
-from shared import asyncapi
-from shared.errors import Conflict, FieldError, InvalidInput, NotFound, pydantic_field_errors
+from shared import access, asyncapi
+from shared.errors import Conflict, FieldError, InvalidInput, NotFound, TooManyAttempts, pydantic_field_errors
 from shared.metrics import ServiceMetrics
+from shared.tokens import Principal
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ def install_error_handlers(app: FastAPI, body_rules: BodyRules | None = None) ->
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse(error_body("not_found", exc.message), status_code=404)
+
+    @app.exception_handler(TooManyAttempts)
+    async def _too_many(_request: Request, exc: TooManyAttempts) -> JSONResponse:
+        return JSONResponse(error_body("too_many_attempts", exc.message, retry_after=exc.retry_after),
+                            status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
 
 class RequestGuard:
@@ -174,6 +180,7 @@ def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[]
     """``large_bodies``: path suffix → (byte limit, content type) for routes that take more than
     ``max_body`` bytes of JSON (uploads, import chunks)."""
     install_error_handlers(app, body_rules)
+    install_auth_errors(app)
 
     app.add_middleware(RequestGuard, metrics=metrics, max_body=max_body, large_bodies=large_bodies)
 
@@ -197,19 +204,106 @@ def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[]
         return JSONResponse(asyncapi.served())
 
 
-_bearer = HTTPBearer(auto_error=False)
+_bearer = HTTPBearer(auto_error=False, description="a token from `xinfang token create` (README, \"Roles and tokens\")")
 
 
-def require_role(role: str, token: SecretStr | None) -> Callable:
-    """A dependency admitting a bearer token of ``role``; an unset token leaves the role open."""
+class NotAuthenticated(Exception):
+    """401: no token, or one the store does not have, or a revoked one."""
 
-    def check(creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
-        if token is None:
-            return role
-        given = creds.credentials if creds else ""
-        if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
-            from fastapi import HTTPException
-            raise HTTPException(status_code=401, detail=f"a {role} bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})
-        return role
-    return check
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotAllowed(Exception):
+    """403: a token whose role may not do this."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def install_auth_errors(app: FastAPI) -> None:
+    @app.exception_handler(NotAuthenticated)
+    async def _unauthenticated(_request: Request, exc: NotAuthenticated) -> JSONResponse:
+        return JSONResponse(error_body("unauthorized", exc.message), status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(NotAllowed)
+    async def _forbidden(_request: Request, exc: NotAllowed) -> JSONResponse:
+        return JSONResponse(error_body("forbidden", exc.message), status_code=403)
+
+
+class Guard:
+    """The routes' dependencies from the role × route table (``shared/access.py``).
+
+    ``guard = Guard("intake")``; a route takes ``who: Principal = guard("POST /api/v1/cases")`` (or
+    ``dependencies=[guard(…)]``): the bearer token resolved to its principal through the app's token
+    store (``app.state.tokens``), 401 for no, unknown or revoked token, 403 for a role the table does
+    not allow there. ``check_guarded`` refuses an app with a route that is not in the table or does
+    not carry its guard."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __call__(self, key: str):  # noqa: ANN204 - a fastapi Depends
+        rule = access.rule(self.service, key)
+        if rule.public:
+            raise ValueError(f"{self.service}: {key} is public in shared/access.py; it takes no guard")
+        allowed = sorted(rule.roles)
+
+        async def principal(request: Request,
+                            creds: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> Principal:
+            if creds is None or not creds.credentials:
+                raise NotAuthenticated(f"this route needs a bearer token ({' or '.join(allowed)})")
+            record = request.app.state.tokens.lookup(creds.credentials)
+            if record is None:
+                raise NotAuthenticated("unknown token")
+            if record.revoked_at is not None:
+                raise NotAuthenticated(f"token {record.id} was revoked")
+            who = record.principal
+            if not who.has(*allowed):
+                raise NotAllowed(f"this route is for {' or '.join(allowed)}; this token is {who.describe()}")
+            return who
+
+        principal.access_key = key  # type: ignore[attr-defined] - what check_guarded looks for
+        return Depends(principal)
+
+
+def api_routes(routes: list) -> list[APIRoute]:
+    """Every APIRoute of an app, also inside included routers."""
+    out: list[APIRoute] = []
+    for r in routes:
+        if isinstance(r, APIRoute):
+            out.append(r)
+        elif hasattr(r, "original_router"):  # FastAPI's included router
+            out += api_routes(r.original_router.routes)
+        elif hasattr(r, "routes"):
+            out += api_routes(r.routes)
+    return out
+
+
+def route_keys(route: APIRoute) -> list[str]:
+    return [f"{m} {route.path}" for m in sorted(route.methods or ()) if m != "HEAD"]
+
+
+def _guards(dependant) -> set[str]:  # noqa: ANN001
+    keys = set()
+    for dep in dependant.dependencies:
+        key = getattr(dep.call, "access_key", None)
+        if key is not None:
+            keys.add(key)
+        keys |= _guards(dep)
+    return keys
+
+
+def check_guarded(app: FastAPI, service: str) -> None:
+    """No route is open by accident: each is open by name (``access.OPEN``), public in the table, or
+    carries the guard of its own table entry."""
+    for route in api_routes(app.routes):
+        for key in route_keys(route):
+            if key in access.OPEN:
+                continue
+            rule = access.rule(service, key)  # KeyError: a route missing from the table
+            if not rule.public and key not in _guards(route.dependant):
+                raise RuntimeError(f"{service}: {key} does not carry its guard (shared/access.py)")

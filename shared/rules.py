@@ -24,7 +24,7 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-UnitRef = Annotated[str, Field(pattern=r"^(\$township|[A-Za-z0-9_.-]+)$")]
+UnitRef = Annotated[str, Field(pattern=r"^(\$township|[A-Za-z0-9_-]+)$")]
 
 
 class Rule(_Model):
@@ -35,6 +35,9 @@ class Rule(_Model):
     channels: list[str] | None = None
     lead: UnitRef
     co: list[UnitRef] = []
+    # A co-handling unit (协办) gets the resident's phone and masked ID only when the rule says so
+    # (DESIGN §9: what a unit receives is what it needs); the lead unit always gets them.
+    co_sees_contact: bool = False
 
     def matches(self, category: str | None, township: str, channel: str) -> bool:
         return ((self.categories is None or category in self.categories)

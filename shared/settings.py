@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +33,12 @@ class Settings(BaseSettings):
     duplicate_window_s: float = 600.0
     # Production sets this: NATS fsyncs before it acks (DESIGN §8). The embedded run keeps the default.
     nats_sync_always: bool = False
+    # This process's NATS credentials (shared/natsauth.py); unset: the embedded run's own file for
+    # the process, under <data_dir>/secrets/nats/. TLS: the CA to trust, and a client certificate.
+    nats_creds: Path | None = None
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
 
     # One database per service; unset means a SQLite file in data_dir.
     intake_db_url: str | None = None
@@ -45,12 +52,19 @@ class Settings(BaseSettings):
     supervision_port: int = DEFAULT_PORTS["supervision"]
     scoring_port: int = DEFAULT_PORTS["scoring"]
 
-    # Bearer tokens per role. Unset means the role is open (embedded/dev run; a warning is logged).
-    clerk_token: SecretStr | None = None
-    supervisor_token: SecretStr | None = None  # the supervision office: triage decisions, extensions
+    # The API tokens, stored hashed (shared/tokens.py); unset: <data_dir>/secrets/tokens.json.
+    tokens_file: Path | None = None
 
-    # Key of the keyed hash of resident ID numbers (HMAC-SHA256). Must be set in production.
-    id_hash_key: SecretStr = SecretStr("xinfang-dev-key-change-me")
+    # Keys of the keyed hashes (shared/keys.py): no default in the code. Unset: the keys file
+    # <data_dir>/secrets/keys.json, which the embedded run generates on its first start.
+    # A ring "id:secret,id:secret" (current first) keeps old keys for checking; a bare value is one key.
+    id_hash_key: SecretStr | None = None  # HMAC of resident ID numbers (repeat detection)
+    query_code_key: SecretStr | None = None  # HMAC of query codes; seals the codes in stored answers
+
+    # The resident's routes (feedback, reviews, progress): wrong codes counted per case and per client
+    # over the last hour, in the service's database; past the limit, 429 with Retry-After.
+    resident_case_failures: int = Field(10, ge=1)
+    resident_client_failures: int = Field(30, ge=1)
 
     # Intake limits and rules.
     max_body_bytes: int = 64 * 1024
@@ -74,12 +88,19 @@ class Settings(BaseSettings):
     # receipt time on the case's timeline (its server clock may run a few minutes behind).
     clock_tolerance_s: float = Field(300.0, ge=0)
 
-    # Supervision: how often deadlines are swept; time travel (tests and demos only) lets
-    # POST /api/v1/clock/advance move supervision's clock, and sweeps then catch up exactly.
+    # Supervision: how often deadlines are swept.
     sweep_interval_s: float = 60.0
-    time_travel: bool = False
+    # demo or test: time travel — every clock stands still (at clock_start, else the real time) until
+    # PUT /api/v1/clock sets it, and supervision's POST /api/v1/clock/advance moves it; never backwards.
+    # production (the default): neither route exists.
+    mode: Literal["production", "demo", "test"] = "production"
+    clock_start: AwareDatetime | None = None
 
     log_level: str = "INFO"
+
+    @property
+    def time_travel(self) -> bool:
+        return self.mode in ("demo", "test")
 
     def db_url(self, service: str) -> str:
         url = getattr(self, f"{service}_db_url")

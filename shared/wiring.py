@@ -7,18 +7,20 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from pydantic import AwareDatetime, BaseModel
 from sqlalchemy import Table, text
 
 from shared.bus import Bus
-from shared.clock import Clock, ManualClock, SystemClock
+from shared.clock import Clock, ClockError, ManualClock, SystemClock
 from shared.consumer import ConsumerSpec, DurableConsumer, HandlerTable
 from shared.db import UnitOfWork, make_engine, migrate
-from shared.http import install_common, require_role
+from shared.errors import Conflict
+from shared.http import Guard, check_guarded, install_common
 from shared.metrics import ServiceMetrics
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
+from shared.tokens import TokenStore, store_path
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,10 @@ class ServicePlumbing:
     def __init__(self, service: str, settings: Settings, outbox: Table, metrics: ServiceMetrics,
                  clock: Clock | None = None) -> None:
         self.service, self.settings, self.metrics = service, settings, metrics
-        # Time-travel mode (tests, demos, the simulator): a clock that moves only when told.
-        self.clock = clock or (ManualClock(SystemClock().now()) if settings.time_travel else SystemClock())
+        # Time-travel mode (XF_MODE demo or test: the simulator, demos): a clock that moves only when
+        # told, and only forward, from XF_CLOCK_START (else the real time).
+        self.clock = clock or (ManualClock(settings.clock_start or SystemClock().now()) if settings.time_travel
+                               else SystemClock())
         self.db_url = settings.db_url(service)
         self.engine = make_engine(self.db_url)
         self.bus = Bus(settings, name=service)
@@ -48,6 +52,15 @@ class ServicePlumbing:
         self.workers: list = []
         self.consumers: list[DurableConsumer] = []  # run by the bus's broker; stopped first
         self.on_start: list[Callable[[], Awaitable[None]]] = []
+        # The API tokens (shared/tokens.py), re-read when the file changes; every route is guarded.
+        self.tokens = TokenStore(store_path(settings))
+        self.guard = Guard(service)
+        self.on_start.append(self._warn_if_no_tokens)
+
+    async def _warn_if_no_tokens(self) -> None:
+        if self.tokens.active_count() == 0:
+            log.warning("no API token in %s: every route but the open and resident ones answers 401; "
+                        "make one with `xinfang token create --role …`", self.tokens.path)
 
     def consume(self, table: HandlerTable, ctx: object, inbox: Table) -> DurableConsumer:
         """The service's durable consumer (named after the service, shared by its replicas), applying
@@ -62,7 +75,7 @@ class ServicePlumbing:
     def lifespan(self):  # noqa: ANN201
         @asynccontextmanager
         async def lifespan(_app: FastAPI):  # noqa: ANN202
-            await asyncio.to_thread(migrate, self.service, self.db_url)
+            await asyncio.to_thread(migrate, self.service, self.db_url, self.settings)
             for hook in self.on_start:
                 await hook()
             self.bus.start()
@@ -83,23 +96,28 @@ class ServicePlumbing:
         """The service's FastAPI app: lifespan, the common HTTP parts, time travel, its routes.
         ``state`` goes on ``app.state`` (the use-case context); ``http`` to ``install_common``."""
         app = FastAPI(title=f"xinfang {self.service}", version="1", lifespan=self.lifespan(), description=description)
-        for key, value in {**state, "relay": self.relay, "bus": self.bus}.items():
+        for key, value in {**state, "relay": self.relay, "bus": self.bus, "tokens": self.tokens}.items():
             setattr(app.state, key, value)
         install_common(app, self.metrics, self.readiness, max_body=self.settings.max_body_bytes, **http)
         self.install_time_travel(app)
         app.include_router(router)
+        check_guarded(app, self.service)  # no route open by accident
         return app
 
     def install_time_travel(self, app: FastAPI) -> None:
-        """``PUT /api/v1/clock`` {"now": …} sets the service's clock, in time-travel mode only."""
+        """``PUT /api/v1/clock`` {"now": …} sets the service's clock forward, in time-travel mode only
+        (XF_MODE demo or test); otherwise the route does not exist."""
         if not (self.settings.time_travel and isinstance(self.clock, ManualClock)):
             return
         clock = self.clock
 
         @app.put("/api/v1/clock", tags=["time travel"], summary="Time-travel mode only: set this service's clock",
-                 dependencies=[Depends(require_role("supervisor", self.settings.supervisor_token))])
+                 dependencies=[self.guard("PUT /api/v1/clock")])
         def set_clock(body: SetClock) -> dict:
-            clock.set(body.now)
+            try:
+                clock.set(body.now)  # never backwards: 409 with the reason, the clock unchanged
+            except ClockError as exc:
+                raise Conflict(str(exc), {"now": clock.now().isoformat()}) from None
             return {"now": clock.now()}
 
     async def readiness(self) -> dict[str, bool]:

@@ -15,7 +15,7 @@ from services.runtime import NatsServer, app_factory
 from shared.clock import ManualClock, SystemClock
 from shared.db import make_engine
 from shared.settings import Settings
-from tests.helpers import free_port
+from tests.helpers import STAFF_ID, TEST_KEYS, free_port
 
 POSTGRES_URL = os.environ.get("XF_TEST_POSTGRES_URL")
 DATABASES = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
@@ -66,12 +66,37 @@ def settings(tmp_path: Path, nats_server: NatsServer, database: Callable[[str], 
     return Settings(data_dir=tmp_path / "var", nats_url=nats_server.url, intake_db_url=database("intake"),
                     routing_db_url=database("routing"), supervision_db_url=database("supervision"),
                     scoring_db_url=database("scoring"),
-                    relay_poll_s=0.1, clerk_token=None, log_level="WARNING")
+                    relay_poll_s=0.1, log_level="WARNING", **TEST_KEYS)
 
 
-def running(service: str, settings: Settings, **kw) -> Iterator[TestClient]:  # noqa: ANN003
-    """A fresh app of ``service``, started (migrations, NATS, relay, consumers) and stopped around a test."""
-    with TestClient(app_factory(service)(settings, **kw)) as client:
+@pytest.fixture
+def auth(settings: Settings) -> dict[str, str]:
+    """The fixture clients' ``Authorization`` header: a token in the test's own token store
+    (``<data_dir>/secrets/tokens.json``) with the clerk, supervisor and ops roles and staff id
+    ``STAFF_ID``, so a test reaches every route it needs through one client. Only tests combine these
+    roles in one token; ``xinfang token create`` makes single-role ones (``shared/tokens.py``)."""
+    from shared import tokens
+
+    _, secret = tokens.create(settings, ["clerk", "supervisor", "ops"], staff_id=STAFF_ID, note="the tests' clients")
+    return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., dict[str, str]]:
+    """More tokens in the test's store, as headers: ``token("unit", unit="forestry")``."""
+    from shared import tokens
+
+    def make(role: str, **bound: str) -> dict[str, str]:
+        _, secret = tokens.create(settings, role, **bound)
+        return {"Authorization": f"Bearer {secret}"}
+    return make
+
+
+def running(service: str, settings: Settings, headers: dict[str, str] | None = None,
+            **kw) -> Iterator[TestClient]:  # noqa: ANN003
+    """A fresh app of ``service``, started (migrations, NATS, relay, consumers) and stopped around a
+    test; its client sends ``headers`` (the fixtures: ``auth``) with every request."""
+    with TestClient(app_factory(service)(settings, **kw), headers=headers) as client:
         yield client
 
 
@@ -83,8 +108,8 @@ def engine_of(service: str, settings: Settings) -> Iterator:
 
 
 @pytest.fixture
-def intake(settings: Settings) -> Iterator[TestClient]:
-    yield from running("intake", settings)
+def intake(settings: Settings, auth: dict[str, str]) -> Iterator[TestClient]:
+    yield from running("intake", settings, auth)
 
 
 @pytest.fixture
@@ -93,8 +118,8 @@ def intake_db(settings: Settings, intake: TestClient) -> Iterator:
 
 
 @pytest.fixture
-def routing(settings: Settings) -> Iterator[TestClient]:
-    yield from running("routing", settings)
+def routing(settings: Settings, auth: dict[str, str]) -> Iterator[TestClient]:
+    yield from running("routing", settings, auth)
 
 
 @pytest.fixture
@@ -109,8 +134,8 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def supervision(settings: Settings, clock: ManualClock) -> Iterator[TestClient]:
-    yield from running("supervision", settings, clock=clock)
+def supervision(settings: Settings, clock: ManualClock, auth: dict[str, str]) -> Iterator[TestClient]:
+    yield from running("supervision", settings, auth, clock=clock)
 
 
 @pytest.fixture
@@ -119,5 +144,5 @@ def supervision_db(settings: Settings, supervision: TestClient) -> Iterator:
 
 
 @pytest.fixture
-def scoring(settings: Settings) -> Iterator[TestClient]:
-    yield from running("scoring", settings)
+def scoring(settings: Settings, auth: dict[str, str]) -> Iterator[TestClient]:
+    yield from running("scoring", settings, auth)

@@ -12,6 +12,13 @@ from sqlalchemy import Engine, MetaData, func, select
 from services.runtime import free_port  # noqa: F401 - tests import it from here
 from shared.events import Event, decode
 
+STAFF_ID = "dbk01"  # the staff id of the fixture clients' token (tests/conftest.py ``auth``)
+NO_TOKEN = {"Authorization": ""}  # a request of a fixture client without its token
+# The tests' keys of the keyed hashes (shared/keys.py): the code has none. A ring, as a rotated
+# deployment has: the current key first, an old one kept.
+TEST_KEYS = {"id_hash_key": "t2:" + "i" * 40 + ",t1:" + "j" * 40, "query_code_key": "t1:" + "q" * 40}
+TEST_KEYS_ENV = {"XF_ID_HASH_KEY": TEST_KEYS["id_hash_key"], "XF_QUERY_CODE_KEY": TEST_KEYS["query_code_key"]}
+
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
     """Poll a condition (each check is a real query); fail with ``what`` after ``timeout``."""
@@ -122,7 +129,7 @@ def start_service(service: str, port: int, env: dict, log_dir) -> "subprocess.Po
     from services.runtime import spawn, wait_healthy
 
     log = open(log_dir / f"{service}-{port}.log", "wb")  # noqa: SIM115 - the child owns it
-    proc = spawn(service, {**os.environ, **env, f"XF_{service.upper()}_PORT": str(port)},
+    proc = spawn(service, {**TEST_KEYS_ENV, **os.environ, **env, f"XF_{service.upper()}_PORT": str(port)},
                  stdout=log, stderr=subprocess.STDOUT)
     wait_healthy(f"http://127.0.0.1:{port}", proc)
     return proc

@@ -126,13 +126,13 @@ def supervision_states(database, name: str, payloads: list[bytes]) -> list[tuple
 
 
 def test_after_a_bump_consumers_and_the_scoring_rebuild_read_the_old_payloads_with_identical_results(
-        settings: Settings, database, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+        settings: Settings, database, monkeypatch: pytest.MonkeyPatch, auth: dict) -> None:  # noqa: ANN001
     history = script(DIRECTORY, n=200, seed=5)
     assert any(isinstance(e, ev.CaseReplied) for e in history.events)
     stored = [ev.encode(e) for e in history.events]  # v1, as today's code publishes them
     publish_shuffled(settings, history.events)
     periods = ("2026", "2026-Q1", "2026-Q2")
-    with TestClient(create_scoring(settings)) as live:  # before the bump
+    with TestClient(create_scoring(settings), headers=auth) as live:  # before the bump
         projected(settings, history.events)
         before = {p: live.get(f"/api/v1/reports/{p}").json() for p in periods}
     supervision_before = supervision_states(database, "sup_v1", stored)
@@ -140,12 +140,12 @@ def test_after_a_bump_consumers_and_the_scoring_rebuild_read_the_old_payloads_wi
     monkeypatch.setitem(ev.EVENT_TYPES, "CaseReplied", CaseReplied)
     monkeypatch.setitem(ev.UPCASTERS, ("CaseReplied", 1), lambda raw: {**raw, "answer_form": "written"})
     assert rebuild(settings) == 0  # the same database, replayed by the bumped code
-    with TestClient(create_scoring(settings)) as rebuilt:
+    with TestClient(create_scoring(settings), headers=auth) as rebuilt:
         assert {p: rebuilt.get(f"/api/v1/reports/{p}").json() for p in periods} == before
 
     fresh = settings.model_copy(update={"scoring_db_url": database("scoring_v2")})
     _delete_durable(settings, "scoring")  # a new deployment's consumer starts from the stream's beginning
-    with TestClient(create_scoring(fresh)) as live_v2:  # the live consumer, bumped
+    with TestClient(create_scoring(fresh), headers=auth) as live_v2:  # the live consumer, bumped
         projected(fresh, history.events)
         assert {p: live_v2.get(f"/api/v1/reports/{p}").json() for p in periods} == before
     assert supervision_states(database, "sup_v2", stored) == supervision_before

@@ -61,20 +61,21 @@ def test_the_full_resident_id_never_leaves_intake(intake: TestClient, settings: 
 @pytest.mark.parametrize("channel", ["walk_in", "letter", "phone", "online", "delegated", "screening", "referral",
                                      "night_visit"])
 def test_every_channel_is_accepted_with_its_own_fields(intake: TestClient, settings: Settings, intake_db: Engine,
-                                                       channel: str) -> None:
+                                                       channel: str, token) -> None:  # noqa: ANN001
     extra = {}
     if channel == "screening":
         extra["drive_id"] = open_drive(intake)
     if channel == "night_visit":
         extra["visit_id"] = log_visit(intake, problems=0)["visit_id"]
-    answer = intake.post("/api/v1/cases", json=case_body(channel, **extra))
+    agent = token("agent", agent_id="agent001") if channel == "delegated" else None  # the agent files it
+    answer = intake.post("/api/v1/cases", json=case_body(channel, **extra), headers=agent)
     assert answer.status_code == 201, answer.text
     number = answer.json()["case_number"]
     [(_, event)] = published(settings, intake_db)
     assert event.channel == channel and event.case_id == number
     if channel == "delegated":
         assert event.delegation.agent_id == "agent001" and event.delegation.agency_id == "chengguan-ag1"
-        assert event.actor.kind == "agent"
+        assert (event.actor.kind, event.actor.id) == ("agent", "agent001")
     if channel == "referral":
         assert event.referral.doc_no == "市信转〔2026〕17号"
     if channel == "screening":
@@ -159,14 +160,14 @@ def test_the_resident_gives_feedback_and_asks_for_review_with_the_query_code(int
     assert all(isinstance(e, ReviewRequested) and e.case_id == number for _, e in reviews)
 
 
-def test_repeats_count_only_within_the_window_and_numbers_restart_each_year(settings: Settings) -> None:
+def test_repeats_count_only_within_the_window_and_numbers_restart_each_year(settings: Settings, auth: dict) -> None:
     from datetime import datetime, timedelta, timezone
 
     from services.intake.app import create_app
     from shared.clock import ManualClock
 
     clock = ManualClock(datetime(2026, 6, 1, 2, 0, tzinfo=timezone.utc))
-    with TestClient(create_app(settings, clock=clock)) as client:
+    with TestClient(create_app(settings, clock=clock), headers=auth) as client:
         first = client.post("/api/v1/cases", json=case_body(n=5)).json()
         clock.advance(timedelta(days=settings.repeat_window_days - 1))
         inside = client.post("/api/v1/cases", json=case_body(n=5)).json()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,10 @@ def write_drive_file(path: Path, rows: int) -> None:
     wb.save(path)
 
 
+def without_token() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "XF_TOKEN"}
+
+
 def test_a_10000_row_xlsx_imports_in_chunks_and_reports_the_bad_rows(
         tmp_path: Path, nats_server: NatsServer, db_url: str) -> None:
     file = tmp_path / "国庆排查.xlsx"
@@ -45,13 +50,23 @@ def test_a_10000_row_xlsx_imports_in_chunks_and_reports_the_bad_rows(
     port = free_port()
     env = {"XF_NATS_URL": nats_server.url, "XF_INTAKE_DB_URL": db_url, "XF_DATA_DIR": str(tmp_path / "var"),
            "XF_LOG_LEVEL": "WARNING", "XF_INTAKE_PORT": str(port)}
+    # The operator makes a clerk's token, as README says; the import sends it (--token, or XF_TOKEN).
+    made = subprocess.run([sys.executable, "-m", "services.cli", "token", "create", "--role", "clerk", "--staff",
+                           "desk3"], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    token = made.stdout.strip()
+    auth = {"Authorization": f"Bearer {token}"}
     intake = start_service("intake", port, env, tmp_path)
     try:
         base = f"http://127.0.0.1:{port}"
-        drive = httpx.post(f"{base}/api/v1/drives", json={"kind": "special", "name": "国庆节前专项排查",
-                                                          "starts_on": "2026-09-15", "ends_on": "2026-09-30"}).json()
+        drive = httpx.post(f"{base}/api/v1/drives", headers=auth, json={
+            "kind": "special", "name": "国庆节前专项排查", "starts_on": "2026-09-15", "ends_on": "2026-09-30"}).json()
+        no_token = subprocess.run([sys.executable, "-m", "services.cli", "import", str(file), "--drive",
+                                   drive["drive_id"], "--url", base], env=without_token(),
+                                  capture_output=True, text=True, timeout=600)
+        assert no_token.returncode == 2 and "401" in no_token.stderr and "--token" in no_token.stderr
         run = subprocess.run([sys.executable, "-m", "services.cli", "import", str(file), "--drive", drive["drive_id"],
-                              "--url", base], capture_output=True, text=True, timeout=600)
+                              "--url", base, "--token", token], capture_output=True, text=True, timeout=600)
         assert run.returncode == 1, run.stderr  # 1: done, with refused rows
         assert "9995 cases created" in run.stdout and "5 rows refused" in run.stdout
         assert "import 国庆排查.xlsx" in run.stderr and "10000/10000" in run.stderr  # the progress bar
@@ -59,12 +74,13 @@ def test_a_10000_row_xlsx_imports_in_chunks_and_reports_the_bad_rows(
         report = list(csv.DictReader((tmp_path / "国庆排查.xlsx.errors.csv").open(encoding="utf-8-sig")))
         assert {(int(r["row"]), r["field"]) for r in report} == {(row, col) for row, (col, _) in BAD_ROWS.items()}
 
-        assert httpx.get(f"{base}/api/v1/drives/{drive['drive_id']}").json()["cases"] == 9995
+        assert httpx.get(f"{base}/api/v1/drives/{drive['drive_id']}", headers=auth).json()["cases"] == 9995
         engine = make_engine(db_url)
         wait_until(lambda: outbox_pending(engine) == 0, timeout=120, what="10,000 events to be published")
         before = table_counts(engine)
         again = subprocess.run([sys.executable, "-m", "services.cli", "import", str(file), "--drive",
-                                drive["drive_id"], "--url", base], capture_output=True, text=True, timeout=600)
+                                drive["drive_id"], "--url", base], env={**without_token(), "XF_TOKEN": token},
+                               capture_output=True, text=True, timeout=600)
         assert "0 cases created, 9995 rows already imported" in again.stdout
         assert table_counts(engine) == before
         engine.dispose()

@@ -5,10 +5,7 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from services.intake.app import create_app
-from shared.settings import Settings
 from tests.helpers import case_body, resident_id, wait_until
 
 
@@ -38,16 +35,20 @@ def test_logs_carry_no_personal_data(intake: TestClient, caplog: pytest.LogCaptu
     assert "赵秘密" not in logged and id_number not in logged and "13911112222" not in logged
 
 
-def test_with_a_clerk_token_set_clerk_routes_need_it_and_resident_routes_do_not(settings: Settings) -> None:
-    secured = settings.model_copy(update={"clerk_token": SecretStr("s3cret")})
-    with TestClient(create_app(secured)) as client:
-        assert client.post("/api/v1/cases", json=case_body()).status_code == 401
-        assert client.post("/api/v1/cases", json=case_body(),
-                           headers={"Authorization": "Bearer wrong"}).status_code == 401
-        case = client.post("/api/v1/cases", json=case_body(), headers={"Authorization": "Bearer s3cret"}).json()
-        feedback = client.post(f"/api/v1/cases/{case['case_number']}/feedback",
-                               json={"query_code": case["query_code"], "satisfied": True})
-        assert feedback.status_code == 201
+def test_clerk_routes_need_a_token_and_resident_routes_do_not(intake: TestClient, intake_db) -> None:  # noqa: ANN001
+    from tests.helpers import NO_TOKEN, table_counts
+
+    before = table_counts(intake_db)
+    refused = intake.post("/api/v1/cases", json=case_body(), headers=NO_TOKEN)
+    assert refused.status_code == 401 and refused.headers["WWW-Authenticate"] == "Bearer"
+    assert refused.json() == {"error": "unauthorized", "message": "this route needs a bearer token (agent or clerk)"}
+    assert intake.post("/api/v1/cases", json=case_body(), headers={"Authorization": "Bearer wrong"}).json() == {
+        "error": "unauthorized", "message": "unknown token"}
+    assert table_counts(intake_db) == before
+    case = intake.post("/api/v1/cases", json=case_body()).json()
+    feedback = intake.post(f"/api/v1/cases/{case['case_number']}/feedback", headers=NO_TOKEN,
+                           json={"query_code": case["query_code"], "satisfied": True})
+    assert feedback.status_code == 201
 
 
 def test_the_openapi_schema_documents_every_route(intake: TestClient) -> None:

@@ -29,13 +29,13 @@ def test_submissions_succeed_while_nats_is_down_and_their_events_arrive_once_it_
 
 
 def test_an_intake_started_without_nats_serves_and_publishes_once_nats_comes(
-        settings: Settings, tmp_path, db_url: str) -> None:  # noqa: ANN001
+        settings: Settings, tmp_path, db_url: str, auth: dict) -> None:  # noqa: ANN001
     from services.intake.app import create_app
     from tests.helpers import free_port
 
     later = NatsServer(tmp_path / "late-nats", free_port())
     late_settings = settings.model_copy(update={"nats_url": later.url})
-    with TestClient(create_app(late_settings)) as client:
+    with TestClient(create_app(late_settings), headers=auth) as client:
         answer = client.post("/api/v1/cases", json=case_body())
         assert answer.status_code == 201
         assert client.get("/readyz").status_code == 503

@@ -7,7 +7,9 @@ from pathlib import Path
 import httpx
 
 from services.runtime import NatsServer
+from shared import tokens
 from shared.db import make_engine
+from shared.settings import Settings
 from tests.helpers import case_body, free_port, outbox_pending, read_subject, start_service, stop_process, wait_until
 
 
@@ -16,11 +18,13 @@ def test_three_replicas_under_500_concurrent_submissions_give_500_gap_free_numbe
     env = {"XF_NATS_URL": nats_server.url, "XF_INTAKE_DB_URL": db_url, "XF_DATA_DIR": str(tmp_path / "var"),
            "XF_LOG_LEVEL": "WARNING"}
     ports = [free_port() for _ in range(3)]
+    # A clerk's token in the store every replica reads (<XF_DATA_DIR>/secrets/tokens.json).
+    _, clerk = tokens.create(Settings(data_dir=tmp_path / "var"), "clerk", staff_id="desk1")
     replicas = [start_service("intake", port, env, tmp_path) for port in ports]
     try:
         async def submit_all() -> list[httpx.Response]:
             limits = httpx.Limits(max_connections=600, max_keepalive_connections=600)
-            async with httpx.AsyncClient(timeout=120, limits=limits) as client:
+            async with httpx.AsyncClient(timeout=120, limits=limits, headers={"Authorization": f"Bearer {clerk}"}) as client:
                 return await asyncio.gather(*(
                     client.post(f"http://127.0.0.1:{ports[i % 3]}/api/v1/cases",
                                 json=case_body(n=i, title=f"第{i}号矛盾纠纷"))

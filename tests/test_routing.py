@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from services.units.client import Refused, UnitClient
 from shared import events as ev
 from shared.settings import Settings
-from tests.helpers import case_body, outbox_pending, read_raw, read_subject, resident_id, wait_until
+from tests.helpers import STAFF_ID, case_body, outbox_pending, read_raw, read_subject, resident_id, wait_until
 
 
 def submit(intake: TestClient, n: int = 1, **fields) -> str:
@@ -109,7 +109,8 @@ def test_a_returned_case_is_rerouted_then_triaged_then_assigned_by_a_clerk(
                            json={"unit": "natres", "reason": "涉及园区用地审批", "decided_by": "clerk07"})
     assert decided.status_code == 200, decided.text
     last = assigned(settings, [intake_db, routing_db], number)[-1]
-    assert (last.unit, last.rule_id, last.actor.kind, last.actor.id) == ("natres", "triage", "supervisor", "clerk07")
+    # Recorded as the token's staff id; the body's decided_by (kept for older clients) counts for nothing.
+    assert (last.unit, last.rule_id, last.actor.kind, last.actor.id) == ("natres", "triage", "supervisor", STAFF_ID)
     assert routing.get("/api/v1/triage").json() == []
     assert routing.post(f"/api/v1/triage/{number}/decision",
                         json={"unit": "agri", "reason": "x", "decided_by": "clerk07"}).status_code == 404

@@ -20,8 +20,8 @@ CONFIG = load_routing(SAMPLE, DIRECTORY)
 
 
 @pytest.fixture(scope="module")
-def classifier() -> domain.Classifier:
-    return domain.Classifier(DIRECTORY)
+def classifier(tmp_path_factory: pytest.TempPathFactory) -> domain.Classifier:
+    return domain.Classifier(DIRECTORY, tmp_path_factory.mktemp("jieba"))
 
 
 def test_the_sample_rules_place_every_category_in_every_township_on_every_channel() -> None:

@@ -170,7 +170,7 @@ def test_scorecards_follow_the_weights_file_and_change_with_it(
     changed = settings.model_copy(update={"config_dir": config})
     weights = load_weights(config)
     assert [m.weight for m in weights.metrics if m.metric == "returns"] == [8]
-    with TestClient(create_app(changed)) as other:
+    with TestClient(create_app(changed), headers=scoring.headers) as other:
         report = other.get("/api/v1/reports/2026").json()
     check_scorecards(report, history, weights)
     before = scoring.get("/api/v1/reports/2026").json()["scorecards"]
@@ -178,7 +178,8 @@ def test_scorecards_follow_the_weights_file_and_change_with_it(
         [c["score"] for c in report["scorecards"]["departments"]] != [c["score"] for c in before["departments"]]
 
 
-def test_a_rebuild_from_the_stream_gives_identical_figures_rankings_and_accountability(settings: Settings) -> None:
+def test_a_rebuild_from_the_stream_gives_identical_figures_rankings_and_accountability(settings: Settings,
+                                                                                       auth: dict) -> None:
     from services.scoring.app import create_app
     from services.scoring.cli import rebuild
 
@@ -186,12 +187,12 @@ def test_a_rebuild_from_the_stream_gives_identical_figures_rankings_and_accounta
     assert {type(e) for e in history.events} == set(ev.EVENT_TYPES.values()) - {
         ev.ScorecardsPublished, ev.EventRefused, ev.UnitNotified}  # scoring publishes the one, reads none of these
     publish_shuffled(settings, history.events)
-    with TestClient(create_app(settings)) as live:
+    with TestClient(create_app(settings), headers=auth) as live:
         projected(settings, history.events)
         assert live.post("/api/v1/periods/2026-Q1/close", json={"closed_by": "dbk01"}).status_code == 200
         before = {p: live.get(f"/api/v1/reports/{p}").json() for p in ("2026", "2026-Q1", "2026-Q2", "2025")}
     assert rebuild(settings) == 0
-    with TestClient(create_app(settings)) as rebuilt:
+    with TestClient(create_app(settings), headers=auth) as rebuilt:
         after = {p: rebuilt.get(f"/api/v1/reports/{p}").json() for p in ("2026", "2026-Q1", "2026-Q2", "2025")}
     assert after == before
 

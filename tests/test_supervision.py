@@ -79,7 +79,7 @@ def test_each_due_date_fires_one_reminder_one_overdue_and_one_escalation_with_tw
     numbers = [submit(intake, n=i)["case_number"] for i in range(3)]  # assigned, never signed
     for number in numbers:
         wait_state(supervision, number, "assigned")
-    with TestClient(create_app(settings, clock=clock)) as replica:
+    with TestClient(create_app(settings, clock=clock), headers=supervision.headers) as replica:
         with ThreadPoolExecutor(4) as pool:
             for _ in range(4):  # a day at a time, both replicas sweeping at once, twice each
                 clock.advance(timedelta(days=6))

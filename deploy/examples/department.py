@@ -5,11 +5,20 @@ nothing is missed while it is offline, signs (签收) each case assigned to it a
 refusals of its own events (cases.refused.<unit>) and acknowledges each event once handled.
 The contract (every subject and payload) is docs/asyncapi.yaml, or `xinfang asyncapi`.
 
-Run:  python department.py nats://127.0.0.1:4250 forestry [IDLE_EXIT_SECONDS]
+Run:  python department.py nats://127.0.0.1:4250 forestry [IDLE_EXIT_SECONDS] [--creds unit_forestry.json]
+
+--creds is the unit's NATS credentials file, as the bureau hands it out (`xinfang nats-config`, or
+<data_dir>/secrets/nats/unit_<code>.json of the embedded run): JSON with "user", "password",
+"inbox_prefix" and, when the server speaks TLS, "tls_ca" (the CA file to trust). The unit's NATS user
+may publish only cases.<verb>.<unit>, request only routing.assignment.<unit> and timeline.<unit>, read
+only its own consumer unit_<unit> (created with its filter in the request subject, which nats-py does
+when the config has both name and durable_name), and receive only on its own inbox prefix: connect
+with that prefix, or no reply ever reaches it.
 """
+import argparse
 import asyncio
 import json
-import sys
+import ssl
 import uuid
 from datetime import datetime, timezone
 
@@ -18,8 +27,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 
-async def main(url: str, unit: str, idle_exit: float | None) -> None:
-    nc = await nats.connect(url)
+async def main(url: str, unit: str, idle_exit: float | None, creds_file: str | None = None) -> None:
+    options = {"inbox_prefix": f"_INBOX_{unit}"}
+    if creds_file:
+        with open(creds_file, encoding="utf-8") as f:
+            creds = json.load(f)
+        options = {"user": creds["user"], "password": creds["password"], "inbox_prefix": creds["inbox_prefix"]}
+        if creds.get("tls_ca"):
+            options["tls"] = ssl.create_default_context(cafile=creds["tls_ca"])
+    nc = await nats.connect(url, **options)
     js = nc.jetstream()
     durable = f"unit_{unit}"
     try:
@@ -30,7 +46,7 @@ async def main(url: str, unit: str, idle_exit: float | None) -> None:
         # ack_wait: an event taken but not acknowledged (say, this process died while handling it)
         # is delivered again after 60 s, so after a restart expect to see it once more.
         await js.add_consumer("CASES", ConsumerConfig(
-            durable_name=durable, filter_subject=f"cases.*.{unit}", ack_policy=AckPolicy.EXPLICIT,
+            name=durable, durable_name=durable, filter_subject=f"cases.*.{unit}", ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL, ack_wait=60))
     sub = await js.pull_subscribe_bind(durable=durable, stream="CASES")
     while True:
@@ -69,4 +85,10 @@ async def sign(nc, js, unit: str, case_id: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]) if len(sys.argv) > 3 else None))
+    parser = argparse.ArgumentParser(description="a department's client on the xinfang bus")
+    parser.add_argument("url", help="the bureau's NATS, e.g. nats://127.0.0.1:4250")
+    parser.add_argument("unit", help="this department's unit code, e.g. forestry")
+    parser.add_argument("idle_exit", nargs="?", type=float, help="exit after this many seconds without news")
+    parser.add_argument("--creds", help="the unit's NATS credentials file (JSON)")
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.unit, args.idle_exit, args.creds))

@@ -22,12 +22,18 @@ from services.intake.schemas import (
 )
 from services.intake.service import Intake
 from shared import events as ev
-from shared.http import require_role
+from shared.http import Guard, NotAllowed
+from shared.ratelimit import RESIDENT_ERRORS
+from shared.tokens import Principal
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200,
                                               description="the same key and body give the same case")]
-StaffId = Annotated[str | None, Header(alias="X-Staff-Id", max_length=64, pattern=r"^[A-Za-z0-9_.-]+$",
-                                       description="the clerk's or cadre's staff id, recorded as the actor")]
+guard = Guard("intake")  # roles per route: shared/access.py
+
+
+def client_address(request: Request) -> str:
+    """The client the resident's limits count (behind a proxy: uvicorn's --forwarded-allow-ips)."""
+    return request.client.host if request.client else "unknown"
 
 
 def get_intake(request: Request) -> Intake:
@@ -37,65 +43,79 @@ def get_intake(request: Request) -> Intake:
 Ctx = Annotated[Intake, Depends(get_intake)]
 
 
+def _clerk(who: Principal) -> ev.Actor:
+    """The actor of a clerk's action: the token's staff id, never what the caller writes."""
+    return ev.Actor(kind="clerk", id=who.staff_id)
+
+
 def build_router(intake: Intake) -> APIRouter:
-    clerk = [Depends(require_role("clerk", intake.settings.clerk_token))]
     router = APIRouter(prefix="/api/v1")
 
-    @router.post("/cases", status_code=status.HTTP_201_CREATED, response_model=CaseAccepted, dependencies=clerk,
-                 tags=["cases"], summary="Register a case from any channel")
+    @router.post("/cases", status_code=status.HTTP_201_CREATED, response_model=CaseAccepted, tags=["cases"],
+                 summary="Register a case from any channel (a clerk; an agent: its own delegated cases)")
     def submit_case(body: CaseSubmission, ctx: Ctx, response: Response, key: IdempotencyKey = None,
-                    staff: StaffId = None) -> CaseAccepted:
-        accepted, replayed = service.submit_case(ctx, body, service.actor_for(body, staff), key)
+                    who: Principal = guard("POST /api/v1/cases")) -> CaseAccepted:
+        if who.agent_id is not None:
+            if body.channel != "delegated" or body.delegation is None or body.delegation.agent_id != who.agent_id:
+                raise NotAllowed(f"an agent token files delegated cases naming itself ({who.agent_id}) only")
+            key = f"agent:{who.agent_id}:{key}" if key else None  # an agent's keys are its own
+        accepted, replayed = service.submit_case(ctx, body, service.actor_for(body, who), key)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return accepted
 
-    @router.get("/cases/{number}", response_model=CaseView, dependencies=clerk, tags=["cases"])
-    def get_case(number: str, ctx: Ctx) -> CaseView:
-        return service.get_case(ctx, number)
+    @router.get("/cases/{number}", response_model=CaseView, tags=["cases"])
+    def get_case(number: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{number}")) -> CaseView:
+        return service.get_case(ctx, number, agent_id=who.agent_id)
 
     @router.post("/cases/{number}/feedback", status_code=201, response_model=Acknowledged, tags=["residents"],
+                 responses=RESIDENT_ERRORS,
                  summary="The resident's satisfaction with the reply (case number + query code)")
-    def feedback(number: str, body: FeedbackIn, ctx: Ctx) -> Acknowledged:
-        return service.record_feedback(ctx, number, body)
+    def feedback(number: str, body: FeedbackIn, ctx: Ctx, request: Request) -> Acknowledged:
+        return service.record_feedback(ctx, number, body, client_address(request))
 
     @router.post("/cases/{number}/reviews", status_code=201, response_model=Acknowledged, tags=["residents"],
+                 responses=RESIDENT_ERRORS,
                  summary="Ask for review (复查) or re-review (复核) (case number + query code)")
-    def review(number: str, body: ReviewIn, ctx: Ctx) -> Acknowledged:
-        return service.request_review(ctx, number, body)
+    def review(number: str, body: ReviewIn, ctx: Ctx, request: Request) -> Acknowledged:
+        return service.request_review(ctx, number, body, client_address(request))
 
-    @router.post("/visits", status_code=201, response_model=VisitLogged, dependencies=clerk, tags=["night visits"],
+    @router.post("/visits", status_code=201, response_model=VisitLogged, tags=["night visits"],
                  summary="Log a night visit; each problem becomes a case")
-    def log_visit(body: VisitLog, ctx: Ctx, key: IdempotencyKey = None, staff: StaffId = None) -> VisitLogged:
-        return visits.log_visit(ctx, body, staff, key)
+    def log_visit(body: VisitLog, ctx: Ctx, key: IdempotencyKey = None,
+                  who: Principal = guard("POST /api/v1/visits")) -> VisitLogged:
+        return visits.log_visit(ctx, body, who.staff_id, key)
 
-    @router.post("/drives", status_code=201, response_model=DriveView, dependencies=clerk, tags=["drives"])
-    def open_drive(body: DriveIn, ctx: Ctx, staff: StaffId = None) -> DriveView:
-        return drives.open_drive(ctx, body, ev.Actor(kind="clerk", id=staff))
+    @router.post("/drives", status_code=201, response_model=DriveView, tags=["drives"])
+    def open_drive(body: DriveIn, ctx: Ctx, who: Principal = guard("POST /api/v1/drives")) -> DriveView:
+        return drives.open_drive(ctx, body, _clerk(who))
 
-    @router.get("/drives", response_model=list[DriveView], dependencies=clerk, tags=["drives"])
+    @router.get("/drives", response_model=list[DriveView], dependencies=[guard("GET /api/v1/drives")],
+                tags=["drives"])
     def list_drives(ctx: Ctx) -> list[DriveView]:
         return drives.list_drives(ctx)
 
-    @router.get("/drives/{drive_id}", response_model=DriveView, dependencies=clerk, tags=["drives"])
+    @router.get("/drives/{drive_id}", response_model=DriveView, dependencies=[guard("GET /api/v1/drives/{drive_id}")],
+                tags=["drives"])
     def get_drive(drive_id: str, ctx: Ctx) -> DriveView:
         return drives.get_drive(ctx, drive_id)
 
-    @router.post("/drives/{drive_id}/close", response_model=DriveView, dependencies=clerk, tags=["drives"])
-    def close_drive(drive_id: str, ctx: Ctx, staff: StaffId = None) -> DriveView:
-        return drives.close_drive(ctx, drive_id, ev.Actor(kind="clerk", id=staff))
+    @router.post("/drives/{drive_id}/close", response_model=DriveView, tags=["drives"])
+    def close_drive(drive_id: str, ctx: Ctx, who: Principal = guard("POST /api/v1/drives/{drive_id}/close")) -> DriveView:
+        return drives.close_drive(ctx, drive_id, _clerk(who))
 
-    @router.post("/drives/{drive_id}/rows", response_model=ImportReport, dependencies=clerk, tags=["drives"],
+    @router.post("/drives/{drive_id}/rows", response_model=ImportReport, tags=["drives"],
                  summary="Import a chunk of a drive's rows (what `xinfang import` sends)")
-    def import_rows(drive_id: str, body: ImportChunk, ctx: Ctx, staff: StaffId = None) -> ImportReport:
+    def import_rows(drive_id: str, body: ImportChunk, ctx: Ctx,
+                    who: Principal = guard("POST /api/v1/drives/{drive_id}/rows")) -> ImportReport:
         drives.get_drive(ctx, drive_id)
-        return drives.import_rows(ctx, drive_id, body.source, [(r.row, r.values) for r in body.rows],
-                                  ev.Actor(kind="clerk", id=staff))
+        return drives.import_rows(ctx, drive_id, body.source, [(r.row, r.values) for r in body.rows], _clerk(who))
 
-    @router.post("/drives/{drive_id}/import", response_model=ImportReport, dependencies=clerk, tags=["drives"],
+    @router.post("/drives/{drive_id}/import", response_model=ImportReport, tags=["drives"],
                  summary="Upload a drive's disputes as CSV or XLSX")
-    def upload(drive_id: str, file: UploadFile, ctx: Ctx, staff: StaffId = None) -> ImportReport:
-        return drives.import_file(ctx, drive_id, file.file, file.filename or "", ev.Actor(kind="clerk", id=staff))
+    def upload(drive_id: str, file: UploadFile, ctx: Ctx,
+               who: Principal = guard("POST /api/v1/drives/{drive_id}/import")) -> ImportReport:
+        return drives.import_file(ctx, drive_id, file.file, file.filename or "", _clerk(who))
 
     @router.get("/directory", tags=["directory"], summary="Townships, villages, categories, units, service types")
     def directory(ctx: Ctx) -> dict:

@@ -25,10 +25,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     intake = Intake(uow=plumbing.uow, directory=directory, settings=settings, clock=plumbing.clock,
                     metrics=metrics)
 
-    async def warn_if_open() -> None:
-        if settings.clerk_token is None:
-            log.warning("XF_CLERK_TOKEN is unset: intake's clerk routes are open (fine for a local run only)")
-    plumbing.on_start.append(warn_if_open)
+    async def load_keys() -> None:
+        intake.keys_of()  # without both keys the service does not start (shared/keys.py says how to set them)
+    plumbing.on_start.insert(0, load_keys)
 
     def body_rules(route: str, body: object) -> list:
         return domain.check_submission(body, directory) if route == "/api/v1/cases" else []

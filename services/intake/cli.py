@@ -24,6 +24,10 @@ def import_file(path: Path, drive: str, base_url: str, token: str | None, chunk:
     errors: list[dict] = []
     with httpx.Client(base_url=base_url, headers=headers, timeout=120) as client, path.open("rb") as stream:
         drive_answer = client.get(f"/api/v1/drives/{drive}")
+        if drive_answer.status_code in (401, 403):
+            print(f"intake answered {drive_answer.status_code}: {drive_answer.json().get('message', '')}; "
+                  "give a clerk's token with --token or XF_TOKEN", file=sys.stderr)
+            return 2
         if drive_answer.status_code != 200:
             print(f"drive {drive}: {drive_answer.json().get('message', drive_answer.text)}", file=sys.stderr)
             return 2

@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 from shared.directory import Directory
 from shared.errors import FieldError
+from shared.keys import Keys
 from shared.privacy import keyed_hash
 
 CHINA_TZ = timezone(timedelta(hours=8))  # case numbers follow the county's calendar year
@@ -47,7 +48,8 @@ def mask_resident_id(value: str) -> str:
 
 
 def resident_key(secret: str, value: str) -> str:
-    """Keyed hash of an ID number: links a resident's cases without revealing the number."""
+    """Keyed hash of an ID number: links a resident's cases without revealing the number
+    (the service hashes with ``Keys.id_hash``, shared/keys.py)."""
     return keyed_hash(secret, value)
 
 
@@ -74,8 +76,31 @@ def case_number(county: str, year: int, seq: int) -> str:
 _QUERY_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read out over the phone
 
 
+QUERY_CODE_LENGTH = 8  # 32 ** 8 = 2 ** 40 ≈ 1.1 × 10^12 codes (README, "The resident's routes")
+
+
 def new_query_code() -> str:
-    return "".join(secrets.choice(_QUERY_ALPHABET) for _ in range(8))
+    return "".join(secrets.choice(_QUERY_ALPHABET) for _ in range(QUERY_CODE_LENGTH))
+
+
+def _each_case(answer: dict, change) -> dict:  # noqa: ANN001
+    """``answer`` (a CaseAccepted, or a VisitLogged with its ``cases``) with ``change(case)`` applied."""
+    if isinstance(answer.get("cases"), list):
+        return {**answer, "cases": [change(c) for c in answer["cases"]]}
+    return change(answer) if "query_code" in answer else answer
+
+
+def seal_answer(keys: Keys, idempotency_key: str, answer: dict) -> dict:
+    """An answer as intake stores it for an idempotent replay: each query code sealed (AES-GCM under
+    the query-code key), bound to its idempotency key and case number, never stored in clear."""
+    return _each_case(answer, lambda c: {**c, "query_code": keys.seal(
+        c["query_code"], f"{idempotency_key}|{c['case_number']}")})
+
+
+def open_answer(keys: Keys, idempotency_key: str, stored: dict) -> dict:
+    """The stored answer as it was first given: the codes unsealed."""
+    return _each_case(stored, lambda c: {**c, "query_code": keys.unseal(
+        c["query_code"], f"{idempotency_key}|{c['case_number']}")})
 
 
 # --- flags and repeats --------------------------------------------------------------------------

@@ -7,7 +7,6 @@ across replicas (a rollback returns the number).
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -27,15 +26,18 @@ from services.intake.schemas import (
     ReviewIn,
 )
 from shared import events as ev
+from shared import keys as keyring
 from shared import sequences
 from shared.clock import Clock
 from shared.db import UnitOfWork
 from shared.directory import Directory
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.keys import Keys
 from shared.metrics import ServiceMetrics
 from shared.outbox import enqueue
-from shared.privacy import keyed_hash
+from shared.ratelimit import ResidentLimits
 from shared.settings import Settings
+from shared.tokens import Principal
 
 
 class IntakeMetrics(ServiceMetrics):
@@ -56,6 +58,17 @@ class Intake:
     settings: Settings
     clock: Clock
     metrics: IntakeMetrics
+    keys: Keys | None = None  # shared/keys.py; loaded at start (``keys_of``), never defaulted
+
+    def keys_of(self) -> Keys:
+        if self.keys is None:
+            self.keys = keyring.load(self.settings)
+        return self.keys
+
+    @property
+    def resident_limits(self) -> ResidentLimits:
+        return ResidentLimits(tables.resident_failures, self.settings.resident_case_failures,
+                              self.settings.resident_client_failures)
 
 
 @dataclass(frozen=True)
@@ -69,12 +82,15 @@ def request_hash(model: BaseModel) -> str:
     return hashlib.sha256(model.model_dump_json().encode()).hexdigest()
 
 
-def actor_for(sub: CaseSubmission, staff_id: str | None) -> ev.Actor:
-    if sub.channel == "delegated" and sub.delegation is not None:
-        return ev.Actor(kind="agent", id=sub.delegation.agent_id)
+def actor_for(sub: CaseSubmission, who: Principal) -> ev.Actor:
+    """Who filed it, from the token: an agent token is that agent (its own delegated cases only, checked
+    by the route); an online petition is the resident's, relayed by the portal's clerk token; anything
+    else is the clerk of the token's staff id."""
+    if who.agent_id is not None:
+        return ev.Actor(kind="agent", id=who.agent_id)
     if sub.channel == "online":
         return ev.Actor(kind="resident")
-    return ev.Actor(kind="clerk", id=staff_id)
+    return ev.Actor(kind="clerk", id=who.staff_id)
 
 
 # --- cases --------------------------------------------------------------------------------------
@@ -114,7 +130,7 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
     """
     now = intake.clock.now()
     results: list[Result | None] = [None] * len(drafts)
-    seen = stored_answers(conn, [d.key for d in drafts if d.key])
+    seen = stored_answers(conn, intake, [d.key for d in drafts if d.key])
     for i, d in enumerate(drafts):
         if d.key in seen:
             hash_, response = seen[d.key]
@@ -143,17 +159,17 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
     for n, i in enumerate(pending):
         d, sub = drafts[i], drafts[i].submission
         seq = last - len(pending) + 1 + n
-        row = _case_row(intake, sub, d.actor, year, seq, now, drive_kinds)
+        code = domain.new_query_code()
+        row = _case_row(intake, sub, d.actor, year, seq, now, drive_kinds, code)
         id_hash = row["resident_id_hash"]
         row["repeat_of"] = domain.find_repeat(sub.title, earlier.get(id_hash, []), intake.settings.repeat_similarity) if id_hash else None
         if id_hash:  # a later draft of the same batch may repeat this one
             earlier.setdefault(id_hash, []).append(domain.EarlierCase(row["number"], sub.title, now))
-        accepted = _accepted(row)
+        accepted = _accepted(row, code)
         rows.append(row)
-        events.append(_received_event(row, d.actor, intake.settings.id_hash_key.get_secret_value()))
+        events.append(_received_event(row, d.actor))
         if d.key:
-            keys.append({"key": d.key, "request_hash": request_hash(sub),
-                         "response": accepted.model_dump(mode="json"), "created_at": now})
+            keys.append(answer_row(intake, d.key, request_hash(sub), accepted, now))
         results[i] = accepted
     conn.execute(tables.cases.insert(), rows)
     if keys:
@@ -169,13 +185,20 @@ def allocate(conn: Connection, name: str, n: int) -> int:
     return sequences.allocate(conn, tables.counters, name, n)
 
 
-def stored_answers(conn: Connection, keys: list[str]) -> dict[str, tuple[str, dict]]:
-    """Idempotency keys already used → (hash of the body they came with, the answer given)."""
+def stored_answers(conn: Connection, intake: Intake, keys: list[str]) -> dict[str, tuple[str, dict]]:
+    """Idempotency keys already used → (hash of the body they came with, the answer given, its query
+    codes unsealed: the replay hands the resident the code the first answer gave)."""
     if not keys:
         return {}
     t = tables.idempotency_keys
-    return {r.key: (r.request_hash, r.response)
+    return {r.key: (r.request_hash, domain.open_answer(intake.keys_of(), r.key, r.response))
             for r in conn.execute(select(t.c.key, t.c.request_hash, t.c.response).where(t.c.key.in_(keys)))}
+
+
+def answer_row(intake: Intake, key: str, body_hash: str, answer: BaseModel, now: datetime) -> dict:
+    """An ``idempotency_keys`` row: the answer with its query codes sealed (never stored in clear)."""
+    return {"key": key, "request_hash": body_hash, "created_at": now,
+            "response": domain.seal_answer(intake.keys_of(), key, answer.model_dump(mode="json"))}
 
 
 def _drive_kinds(conn: Connection, ids: set) -> dict[str, tuple[str, str]]:
@@ -193,21 +216,30 @@ def _known_visits(conn: Connection, ids: set) -> set[str]:
 
 
 def _earlier_cases(conn: Connection, intake: Intake, subs: list[CaseSubmission], now: datetime) -> dict[str, list[domain.EarlierCase]]:
-    key = intake.settings.id_hash_key.get_secret_value()
-    hashes = {domain.resident_key(key, s.resident.id_number) for s in subs if s.resident.id_number}
-    if not hashes:
+    """Earlier cases of the same residents within the window, by the ID's hash under the current key.
+
+    An earlier case may have been hashed under an old key (rotation): the ID's hash under every kept
+    key is looked up, and what is found is filed under the current one."""
+    ring = intake.keys_of().id_hash
+    current_of: dict[str, str] = {}
+    for s in subs:
+        if s.resident.id_number:
+            hashes = ring.hashes(s.resident.id_number)
+            current_of.update(dict.fromkeys(hashes, hashes[0]))
+    if not current_of:
         return {}
     t = tables.cases
     since = now - timedelta(days=intake.settings.repeat_window_days)
     found: dict[str, list[domain.EarlierCase]] = {}
     for r in conn.execute(select(t.c.resident_id_hash, t.c.number, t.c.title, t.c.received_at)
-                          .where(t.c.resident_id_hash.in_(hashes), t.c.received_at >= since)):
-        found.setdefault(r.resident_id_hash, []).append(domain.EarlierCase(r.number, r.title, r.received_at))
+                          .where(t.c.resident_id_hash.in_(list(current_of)), t.c.received_at >= since)):
+        found.setdefault(current_of[r.resident_id_hash], []).append(domain.EarlierCase(r.number, r.title, r.received_at))
     return found
 
 
 def _case_row(intake: Intake, sub: CaseSubmission, actor: ev.Actor, year: int, seq: int, now: datetime,
-              drive_kinds: dict[str, tuple[str, str]]) -> dict:
+              drive_kinds: dict[str, tuple[str, str]], query_code: str) -> dict:
+    keys = intake.keys_of()
     d, r = intake.directory, sub.resident
     idn = r.id_number
     agency = d.agency_of(sub.delegation.agent_id).code if sub.delegation else None
@@ -217,7 +249,7 @@ def _case_row(intake: Intake, sub: CaseSubmission, actor: ev.Actor, year: int, s
         "category": sub.category, "township": sub.township, "village": sub.village,
         "people_count": sub.people_count, "accused_units": list(sub.accused_units),
         "resident_name": r.name, "resident_id_number": idn,
-        "resident_id_hash": domain.resident_key(intake.settings.id_hash_key.get_secret_value(), idn) if idn else None,
+        "resident_id_hash": keys.id_hash.hash(idn) if idn else None,
         "resident_masked_id": domain.mask_resident_id(idn) if idn else None,
         "resident_phone": r.phone, "resident_address": r.address,
         "collective": domain.is_collective(sub.people_count), "escalated": sub.escalated, "backlog": sub.backlog,
@@ -227,7 +259,7 @@ def _case_row(intake: Intake, sub: CaseSubmission, actor: ev.Actor, year: int, s
         "service_type": sub.delegation.service_type if sub.delegation else None,
         "referral_doc_no": sub.referral.doc_no if sub.referral else None,
         "referral_from": sub.referral.from_office if sub.referral else None,
-        "query_code": domain.new_query_code(), "actor_kind": actor.kind, "actor_id": actor.id,
+        "query_code_hash": keys.query_code.hash(query_code), "actor_kind": actor.kind, "actor_id": actor.id,
     }
 
 
@@ -237,13 +269,12 @@ def _flags(row) -> Flags:  # noqa: ANN001 - a dict or a Row
                  repeat=g("repeat_of") is not None, special_period=g("special_period"))
 
 
-def _accepted(row: dict) -> CaseAccepted:
-    return CaseAccepted(case_number=row["number"], query_code=row["query_code"], received_at=row["received_at"],
+def _accepted(row: dict, query_code: str) -> CaseAccepted:
+    return CaseAccepted(case_number=row["number"], query_code=query_code, received_at=row["received_at"],
                         channel=row["channel"], repeat_of=row["repeat_of"], flags=_flags(row))
 
 
-def _received_event(row: dict, actor: ev.Actor, key: str) -> ev.CaseReceived:
-    query_hash = keyed_hash(key, row["query_code"])
+def _received_event(row: dict, actor: ev.Actor) -> ev.CaseReceived:
     return ev.CaseReceived(
         case_id=row["number"], occurred_at=row["received_at"], actor=actor, channel=row["channel"],
         title=row["title"], content=row["content"], category=row["category"], township=row["township"],
@@ -257,14 +288,15 @@ def _received_event(row: dict, actor: ev.Actor, key: str) -> ev.CaseReceived:
                                  service_type=row["service_type"]) if row["agent_id"] else None,
         referral=ev.Referral(doc_no=row["referral_doc_no"], from_office=row["referral_from"])
         if row["referral_doc_no"] else None,
-        query_code_hash=query_hash,
+        query_code_hash=row["query_code_hash"],
     )
 
 
-def get_case(intake: Intake, number: str) -> CaseView:
+def get_case(intake: Intake, number: str, agent_id: str | None = None) -> CaseView:
+    """The case; for an agent (``agent_id``) only a case it filed, any other answering as a missing one."""
     with intake.uow.engine.connect() as conn:
         r = conn.execute(select(tables.cases).where(tables.cases.c.number == number)).first()
-    if r is None:
+    if r is None or (agent_id is not None and (r.agent_id != agent_id or r.actor_kind != "agent")):
         raise NotFound(f"no case {number}")
     return CaseView(
         case_number=r.number, channel=r.channel, received_at=r.received_at, title=r.title, content=r.content,
@@ -279,38 +311,59 @@ def get_case(intake: Intake, number: str) -> CaseView:
 
 # --- the resident's follow-ups, by case number + query code -------------------------------------
 
-def _resident_case(conn: Connection, number: str, query_code: str) -> None:
-    code = conn.execute(select(tables.cases.c.query_code).where(tables.cases.c.number == number)).scalar()
-    # One answer for "no such case" and "wrong code", so codes cannot be probed case by case.
-    if code is None or not hmac.compare_digest(code.encode(), query_code.upper().encode()):
-        raise NotFound(f"no case {number} with this query code")
+def _resident_case(conn: Connection, intake: Intake, number: str, query_code: str, client: str,
+                   now: datetime) -> bool:
+    """Does the code open the case? Past the limits, :class:`TooManyAttempts` (429) whatever the code.
+
+    "No such case" and "wrong code" are one answer, counted alike against the case number and the
+    client (shared/ratelimit.py); the caller commits that count and then answers 404."""
+    keys, limits = intake.keys_of(), intake.resident_limits
+    client_key = keys.query_code.hash(f"client:{client}")
+    limits.check(conn, now, number, client_key)
+    stored = conn.execute(select(tables.cases.c.query_code_hash).where(tables.cases.c.number == number)).scalar()
+    if keys.query_code.matches(query_code.upper(), stored):
+        return True
+    limits.record(conn, now, number, client_key)
+    return False
 
 
-def record_feedback(intake: Intake, number: str, body: FeedbackIn) -> Acknowledged:
+def _no_case(number: str) -> NotFound:
+    return NotFound(f"no case {number} with this query code")
+
+
+def record_feedback(intake: Intake, number: str, body: FeedbackIn, client: str = "unknown") -> Acknowledged:
     """信访人评价: satisfied or not with the reply; supervision decides what it means for the case."""
     now = intake.clock.now()
     with intake.uow.begin() as conn:
-        _resident_case(conn, number, body.query_code)
-        conn.execute(tables.feedback.insert(), {"case_number": number, "satisfied": body.satisfied,
-                                                "comment": body.comment, "recorded_at": now})
-        enqueue(conn, tables.outbox, [ev.PetitionerFeedback(
-            case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"),
-            satisfied=body.satisfied, comment=body.comment)], now)
+        opened = _resident_case(conn, intake, number, body.query_code, client, now)
+        if opened:
+            conn.execute(tables.feedback.insert(), {"case_number": number, "satisfied": body.satisfied,
+                                                    "comment": body.comment, "recorded_at": now})
+            enqueue(conn, tables.outbox, [ev.PetitionerFeedback(
+                case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"),
+                satisfied=body.satisfied, comment=body.comment)], now)
+    if not opened:
+        raise _no_case(number)  # after the commit: the failure is counted
     return Acknowledged(case_number=number, recorded_at=now)
 
 
-def request_review(intake: Intake, number: str, body: ReviewIn) -> Acknowledged:
+def request_review(intake: Intake, number: str, body: ReviewIn, client: str = "unknown") -> Acknowledged:
     """复查 then 复核: a re-review needs a review first, and each level is asked for once."""
     now = intake.clock.now()
     t = tables.review_requests
     with intake.uow.begin() as conn:
-        _resident_case(conn, number, body.query_code)
-        levels = set(conn.execute(select(t.c.level).where(t.c.case_number == number)).scalars())
-        if body.level in levels:
-            raise Conflict(f"a {body.level} was already requested for {number}")
-        if body.level == "re_review" and "review" not in levels:
-            raise InvalidInput([FieldError("level", "a re_review (复核) needs a review (复查) first")])
-        conn.execute(t.insert(), {"case_number": number, "level": body.level, "reason": body.reason, "recorded_at": now})
-        enqueue(conn, tables.outbox, [ev.ReviewRequested(
-            case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"), level=body.level, reason=body.reason)], now)
+        opened = _resident_case(conn, intake, number, body.query_code, client, now)
+        if opened:
+            levels = set(conn.execute(select(t.c.level).where(t.c.case_number == number)).scalars())
+            if body.level in levels:
+                raise Conflict(f"a {body.level} was already requested for {number}")
+            if body.level == "re_review" and "review" not in levels:
+                raise InvalidInput([FieldError("level", "a re_review (复核) needs a review (复查) first")])
+            conn.execute(t.insert(), {"case_number": number, "level": body.level, "reason": body.reason,
+                                      "recorded_at": now})
+            enqueue(conn, tables.outbox, [ev.ReviewRequested(
+                case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"), level=body.level,
+                reason=body.reason)], now)
+    if not opened:
+        raise _no_case(number)  # after the commit: the failure is counted
     return Acknowledged(case_number=number, recorded_at=now)

@@ -5,6 +5,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Column, Date, Index, Integer, 
 
 from shared.db import UtcDateTime
 from shared.outbox import outbox_table
+from shared.ratelimit import failures_table
 from shared.sequences import counters_table
 
 metadata = MetaData()
@@ -41,7 +42,9 @@ cases = Table(
     Column("service_type", String(64)),
     Column("referral_doc_no", String(64)),
     Column("referral_from", String(100)),
-    Column("query_code", String(16), nullable=False),
+    # Keyed hash of the resident's query code (query-code key, shared/keys.py); the code itself is
+    # handed out once, in the 201 answer, and kept only sealed in an idempotent answer.
+    Column("query_code_hash", String(64), nullable=False),
     Column("actor_kind", String(16), nullable=False),
     Column("actor_id", String(64)),
     Index("ix_cases_resident", "resident_id_hash", "received_at"),
@@ -54,6 +57,7 @@ cases = Table(
 counters = counters_table(metadata)
 
 # Idempotency-Key → the answer first given, replayed for the same body; 409 for another body.
+# The query codes in an answer are sealed (AES-GCM under the query-code key, bound to the key).
 idempotency_keys = Table(
     "idempotency_keys", metadata,
     Column("key", String(250), primary_key=True),
@@ -105,3 +109,6 @@ review_requests = Table(
 )
 
 outbox = outbox_table(metadata)
+
+# Wrong query codes on the resident's routes, per case and per client, for the last hour.
+resident_failures = failures_table(metadata)

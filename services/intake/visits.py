@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from services.intake import domain, tables
 from services.intake.schemas import CaseAccepted, CaseSubmission, VisitLog, VisitLogged
-from services.intake.service import Draft, Intake, allocate, register, request_hash, stored_answers
+from services.intake.service import Draft, Intake, allocate, answer_row, register, request_hash, stored_answers
 from shared import events as ev
 from shared.errors import Conflict, FieldError, InvalidInput
 from shared.outbox import enqueue
@@ -33,7 +33,7 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
     key = f"visit:{idempotency_key}" if idempotency_key else None
     now = intake.clock.now()
     with intake.uow.begin() as conn:
-        if key is not None and (seen := stored_answers(conn, [key]).get(key)) is not None:
+        if key is not None and (seen := stored_answers(conn, intake, [key]).get(key)) is not None:
             body_hash, answer = seen
             if body_hash != request_hash(visit):
                 raise Conflict("this Idempotency-Key was used with another body")
@@ -52,8 +52,7 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
             case_ids=[c.case_number for c in cases])], now)
         answer = VisitLogged(visit_id=visit_id, cases=cases)
         if key is not None:
-            conn.execute(tables.idempotency_keys.insert(), {"key": key, "request_hash": request_hash(visit),
-                                                            "response": answer.model_dump(mode="json"), "created_at": now})
+            conn.execute(tables.idempotency_keys.insert(), answer_row(intake, key, request_hash(visit), answer, now))
     return answer
 
 

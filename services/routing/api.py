@@ -9,7 +9,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.routing import domain, service
 from services.routing.service import Routing
 from shared.events import Channel, Code
-from shared.http import require_role
+from shared.http import Guard
+from shared.tokens import Principal
+
+guard = Guard("routing")  # roles per route: shared/access.py
 
 
 def get_routing(request: Request) -> Routing:
@@ -23,7 +26,8 @@ class TriageDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     unit: Code
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
-    decided_by: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    decided_by: Annotated[str | None, Field(max_length=64, description=(
+        "ignored, accepted for older clients: the decision is recorded as the token's staff id"))] = None
 
 
 class DraftCase(BaseModel):
@@ -40,25 +44,25 @@ class DraftCase(BaseModel):
 
 
 def build_router(routing: Routing) -> APIRouter:
-    clerk = [Depends(require_role("clerk", routing.settings.clerk_token))]
-    supervisor = [Depends(require_role("supervisor", routing.settings.supervisor_token))]
     router = APIRouter(prefix="/api/v1")
 
-    @router.get("/routing/{case_id}", dependencies=clerk, tags=["routing"],
+    @router.get("/routing/{case_id}", tags=["routing"],
                 summary="Why a case went where it went: the rule, the classifier's guess, or the clerk")
-    def why(case_id: str, ctx: Ctx) -> dict:
-        return service.why(ctx, case_id)
+    def why(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/routing/{case_id}")) -> dict:
+        return service.why(ctx, case_id, unit=who.unit, leader=who.leader_id)
 
-    @router.get("/triage", dependencies=clerk, tags=["triage"], summary="Cases waiting for a clerk to name a unit")
+    @router.get("/triage", dependencies=[guard("GET /api/v1/triage")], tags=["triage"],
+                summary="Cases waiting for a clerk to name a unit")
     def triage_queue(ctx: Ctx) -> list[dict]:
         return service.triage_queue(ctx)
 
-    @router.post("/triage/{case_id}/decision", dependencies=supervisor, tags=["triage"],
+    @router.post("/triage/{case_id}/decision", tags=["triage"],
                  summary="Assign a case from triage to the named unit (who and why are recorded)")
-    def decide(case_id: str, body: TriageDecision, ctx: Ctx) -> dict:
-        return service.decide_triage(ctx, case_id, body.unit, body.reason, body.decided_by)
+    def decide(case_id: str, body: TriageDecision, ctx: Ctx,
+               who: Principal = guard("POST /api/v1/triage/{case_id}/decision")) -> dict:
+        return service.decide_triage(ctx, case_id, body.unit, body.reason, who.staff_id)
 
-    @router.post("/routing/explain", dependencies=clerk, tags=["routing"],
+    @router.post("/routing/explain", dependencies=[guard("POST /api/v1/routing/explain")], tags=["routing"],
                  summary="Dry run: where a draft case would go, without creating anything")
     def explain(body: DraftCase, ctx: Ctx) -> dict:
         facts = domain.CaseFacts(body.channel, body.township, body.category, body.title, body.content,

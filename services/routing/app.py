@@ -23,7 +23,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     config = load_routing(settings.config_dir, directory)
     metrics = RoutingMetrics()
     plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
-    routing = Routing(uow=plumbing.uow, directory=directory, config=config, classifier=domain.Classifier(directory),
+    classifier = domain.Classifier(directory, settings.data_dir / "cache" / "jieba")  # private, not /tmp
+    routing = Routing(uow=plumbing.uow, directory=directory, config=config, classifier=classifier,
                       clock=plumbing.clock, metrics=metrics, settings=settings)
 
     async def warm_up() -> None:

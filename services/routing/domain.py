@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from shared.directory import Directory
 from shared.rules import TOWNSHIP, RoutingConfig
@@ -31,6 +33,7 @@ class Decision:
     co: tuple[str, ...] = ()
     rule_id: str | None = None
     note: str = ""
+    co_sees_contact: bool = False  # the rule's: the co-handling units get the resident's phone and masked ID
 
 
 def accused_units(facts: CaseFacts, directory: Directory, accusation_words: Iterable[str]) -> set[str]:
@@ -74,7 +77,7 @@ def route(facts: CaseFacts, config: RoutingConfig, directory: Directory, *, excl
         if lead is None or lead in barred:
             continue
         co = tuple(dict.fromkeys(u for u in map(resolve, rule.co) if u not in barred and u != lead))
-        return Decision(lead, co, rule_id, note)
+        return Decision(lead, co, rule_id, note, rule.co_sees_contact)
     return Decision(None, note="no rule names a unit that may take the case")
 
 
@@ -91,14 +94,38 @@ def _instead_of_accused(unit: str, directory: Directory, barred: set[str]) -> st
     return office if office not in barred else None
 
 
+_DICTIONARY: list[tuple[dict, int]] = []  # jieba's prefix dictionary, loaded once per process
+_DICTIONARY_LOCK = threading.Lock()
+
+
+def _jieba_dictionary(cache_dir: Path) -> tuple[dict, int]:
+    """jieba's dictionary (≈ 1 s to build, less from its cache), once per process. jieba caches it
+    (marshalled) in ``cache_dir``, a folder only this user may enter (``<data_dir>/cache/jieba``),
+    never the shared temp folder, where another user could replace the file it loads."""
+    import jieba
+
+    from shared.secrets import private_dir
+
+    with _DICTIONARY_LOCK:
+        if not _DICTIONARY:
+            jieba.setLogLevel(logging.WARNING)
+            tokenizer = jieba.Tokenizer()
+            tokenizer.tmp_dir = str(private_dir(Path(cache_dir)))
+            tokenizer.initialize()
+            _DICTIONARY.append((tokenizer.FREQ, tokenizer.total))
+        return _DICTIONARY[0]
+
+
 class Classifier:
     """Keyword rules over text segmented with jieba: a suggested category and how sure it is."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, cache_dir: Path) -> None:
         import jieba
 
-        jieba.setLogLevel(logging.WARNING)
+        freq, total = _jieba_dictionary(cache_dir)
         self._jieba = jieba.Tokenizer()
+        self._jieba.tmp_dir = str(cache_dir)  # never used: the dictionary is given, not loaded again
+        self._jieba.FREQ, self._jieba.total, self._jieba.initialized = dict(freq), total, True
         self.keywords: dict[str, set[str]] = {}
         for code, category in directory.categories.items():
             for word in category.keywords:
@@ -106,7 +133,7 @@ class Classifier:
                 self.keywords.setdefault(word, set()).add(code)
 
     def warm_up(self) -> None:
-        """Load jieba's dictionary now (≈ 1 s) rather than on the first case."""
+        """Load jieba's dictionary now rather than on the first case (it is, in ``__init__``)."""
         self._jieba.initialize()
 
     def classify(self, title: str, content: str, min_hits: int = 1) -> tuple[str | None, float, int]:

@@ -175,7 +175,8 @@ def _assign(routing: Routing, conn: Connection, case_id: str, brief: ev.CaseBrie
                      "category": explanation.category, "category_suggested": explanation.category_suggested,
                      "confidence": explanation.confidence, "note": d.note, "decided_by": decided_by, "active": True,
                      "assigned_at": now})
-        events.append(ev.CaseAssigned(case_id=case_id, occurred_at=now, actor=actor, unit=unit, role=role, case=brief,
+        events.append(ev.CaseAssigned(case_id=case_id, occurred_at=now, actor=actor, unit=unit, role=role,
+                                      case=brief.for_role(role, co_sees_contact=d.co_sees_contact),
                                       rule_id=d.rule_id, category=explanation.category,
                                       category_suggested=explanation.category_suggested,
                                       confidence=explanation.confidence, note=d.note))
@@ -239,15 +240,24 @@ def decide_triage(routing: Routing, case_id: str, unit: str, reason: str, decide
     return why(routing, case_id)
 
 
-def why(routing: Routing, case_id: str) -> dict:
-    """Every assignment of a case with its reason: the rule, the classifier's guess, or the clerk."""
+def why(routing: Routing, case_id: str, unit: str | None = None, leader: str | None = None) -> dict:
+    """Every assignment of a case with its reason: the rule, the classifier's guess, or the clerk.
+
+    For a unit (``unit``), only a case assigned to it now or before and not accusing it; for a leader,
+    only a case it leads; any other answers as a missing case does."""
+    a, r, t, lc = tables.assignments, tables.returns, tables.triage, tables.leader_cases
     with routing.uow.engine.connect() as conn:
         case = conn.execute(select(tables.cases).where(tables.cases.c.case_id == case_id)).first()
-        if case is None:
-            raise NotFound(f"routing has not seen case {case_id}")
-        a, r, t, lc = tables.assignments, tables.returns, tables.triage, tables.leader_cases
+        if case is not None and unit is not None and conn.execute(select(a.c.id).where(
+                a.c.case_id == case_id, a.c.unit == unit).limit(1)).first() is None:
+            case = None
+        if case is not None and leader is not None and conn.execute(select(lc.c.leader_id).where(
+                lc.c.case_id == case_id)).scalar() != leader:
+            case = None
         accused = domain.accused_units(_facts_of_row(case, case.category), routing.directory,
-                                       routing.config.accusation_words)
+                                       routing.config.accusation_words) if case is not None else set()
+        if case is None or (unit is not None and unit in accused):
+            raise NotFound(f"routing has not seen case {case_id}")
         return {
             "case_id": case_id, "category_filed": case.category, "accused": sorted(accused),
             "assignments": [dict(x._mapping) for x in conn.execute(select(

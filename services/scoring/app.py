@@ -32,4 +32,4 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     return plumbing.app(
         "A projection of the event stream: figures for any period and filter, scorecards, rankings, "
         "accountability and the bureau's reports.",
-        api.build_router(scoring, settings.clerk_token, settings.supervisor_token), {"scoring": scoring})
+        api.build_router(scoring), {"scoring": scoring})

@@ -31,9 +31,14 @@ def rebuild(settings: Settings) -> int:
     return 0
 
 
-def report(base_url: str, period: str, fmt: str, out: Path | None) -> int:
+def report(base_url: str, period: str, fmt: str, out: Path | None, token: str | None = None) -> int:
     path = f"/api/v1/reports/{period}" + ("" if fmt == "json" else f"/report.{fmt}")
-    answer = httpx.get(base_url + path, timeout=120)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    answer = httpx.get(base_url + path, timeout=120, headers=headers)
+    if answer.status_code in (401, 403):
+        print(f"scoring answered {answer.status_code}: {answer.json().get('message', answer.text)}; "
+              "give a clerk's, supervisor's or leader's token with --token or XF_TOKEN", file=sys.stderr)
+        return 2
     if answer.status_code != 200:
         print(f"scoring answered {answer.status_code}: {answer.text}", file=sys.stderr)
         return 2

@@ -3,15 +3,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 
 import nats
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from sqlalchemy import Connection
 
 from services.scoring import domain, service, tables
 from services.scoring.service import Scoring
+from shared import natsauth
 from shared.consumer import Delivery, HandlerTable
 from shared.events import UndecodableEvent, decode
 from shared.inbox import new_event_ids
@@ -34,11 +35,16 @@ async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progre
     """Drop the projection and replay the stream from its start, to its end, with a progress bar."""
     from tqdm import tqdm
 
-    nc = await nats.connect(settings.effective_nats_url)
+    # The scoring service's NATS user (XF_NATS_CREDS, else svc_scoring.json of the embedded run): it
+    # may read the stream through a consumer of this one name only (shared/natsauth.py).
+    nc = await nats.connect(settings.effective_nats_url, name="scoring-rebuild",
+                            **natsauth.connect_options(settings, natsauth.service_user("scoring")))
     js = nc.jetstream()
     last = (await js.stream_info(settings.stream_name)).state.last_seq
+    name = natsauth.REBUILD_CONSUMER  # one rebuild at a time; the server drops it when idle
+    with contextlib.suppress(NotFoundError):  # an interrupted rebuild's
+        await js.delete_consumer(settings.stream_name, name)
     service.drop_projection(scoring)
-    name = f"scoring_rebuild_{uuid.uuid4().hex[:8]}"  # ephemeral: the server drops it when idle
     await js.add_consumer(settings.stream_name, ConsumerConfig(
         name=name, filter_subjects=list(HANDLERS.subjects), deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
         inactive_threshold=60.0))

@@ -29,7 +29,7 @@ def expected_state(sim: Simulation, case_id: str, end: date) -> set[str]:
 
 async def self_check(sim: Simulation, end: date) -> list[str]:
     problems: list[str] = []
-    http = sim.http = httpx.AsyncClient(timeout=120)
+    http = sim.http = httpx.AsyncClient(timeout=120, headers=sim.ep.auth("clerk"))
     sup = sim.ep.urls["supervision"]
     try:
         for case_id in sim.cases:
@@ -62,7 +62,7 @@ async def _stream_check(sim: Simulation) -> list[str]:
     """Every filed case has exactly one CaseReceived in the stream; no event id twice."""
     import nats
 
-    nc = await nats.connect(sim.ep.nats_url)
+    nc = await nats.connect(sim.ep.nats_url, **sim.ep.nats_options("admin"))
     js = nc.jetstream()
     sub = await js.pull_subscribe("cases.received", stream=sim.ep.stream)
     seen: Counter[str] = Counter()

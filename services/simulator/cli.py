@@ -8,16 +8,37 @@ import shutil
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as day_time
 from pathlib import Path
 
 from services import runtime
 from services.simulator.check import self_check
 from services.simulator.model import plan_year
 from services.simulator.runner import SERVICES, Endpoints, Simulation
-from shared.directory import load_directory
-from shared.policy import load_policy
+from shared import keys, natsauth, tokens
+from shared.bus import declare_streams
+from shared.directory import Directory, load_directory
+from shared.policy import CHINA_TZ, load_policy
 from shared.settings import Settings
+
+PLAN_YEAR = 2026  # the simulated year
+
+
+def make_tokens(settings: Settings, directory: Directory) -> dict[str, str]:
+    """The simulated system's API tokens, made as an operator makes them (shared/tokens.py): the first
+    start's clerk and supervisor tokens (in ``<data>/secrets/first-tokens.txt``, for a look around
+    after ``xinfang up --demo``), an ops token for the clocks, and one token for each delegated agent,
+    who files its own cases."""
+    tokens.ensure(settings)
+    first = dict(line.split(": ", 1) for line in
+                 (settings.data_dir / "secrets" / tokens.FIRST_TOKENS).read_text(encoding="utf-8").splitlines())
+    made = {"clerk": first["clerk"], "supervisor": first["supervisor"],
+            "ops": tokens.create(settings, "ops", note="the simulator's clocks", directory=directory)[1]}
+    for agent in sorted(directory.agents):
+        made[f"agent:{agent}"] = tokens.create(settings, "agent", agent_id=agent, note="the simulator's agent",
+                                               directory=directory)[1]
+    return made
 
 
 def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days: int, keep: Path | None,
@@ -30,33 +51,46 @@ def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days:
         shutil.rmtree(keep)  # a fresh system, so a seed always gives the same year
     data = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="xinfang-sim-"))
     ports = {s: runtime.free_port() for s in SERVICES}
-    nats_server = runtime.NatsServer(data / "nats", runtime.free_port())
-    env = {**os.environ, "XF_DATA_DIR": str(data), "XF_NATS_URL": nats_server.url, "XF_TIME_TRAVEL": "true",
-           "XF_SWEEP_INTERVAL_S": "86400", "XF_LOG_LEVEL": "WARNING",
+    # NATS users as `xinfang up` has them (shared/natsauth.py): each service and unit with its own.
+    own = settings.model_copy(update={"data_dir": data, "nats_creds": None, "nats_url": None})
+    natsauth.ensure(own)
+    keys.ensure(own)  # the keys of the keyed hashes, of its own (there is no default key)
+    own_tokens = own.model_copy(update={"tokens_file": data / "secrets" / "tokens.json"})
+    api_tokens = make_tokens(own_tokens, load_directory(settings.config_dir))  # its API tokens, of its own
+    nats_server = runtime.NatsServer(data / "nats", runtime.free_port(), auth_conf=natsauth.auth_conf_path(own))
+    own = own.model_copy(update={"nats_url": nats_server.url})
+    # Demo mode: time travel, every clock from the first simulated morning, moved forward day by day.
+    start = datetime.combine(date(PLAN_YEAR, 1, 1), day_time(9), CHINA_TZ)
+    env = {**os.environ, "XF_DATA_DIR": str(data), "XF_NATS_URL": nats_server.url, "XF_MODE": "demo",
+           "XF_CLOCK_START": start.isoformat(), "XF_SWEEP_INTERVAL_S": "86400", "XF_LOG_LEVEL": "WARNING",
            **{f"XF_{s.upper()}_PORT": str(p) for s, p in ports.items()}}
     env = {k: v for k, v in env.items() if not k.endswith("_DB_URL")}  # a fresh SQLite system of its own
+    env["XF_TOKENS_FILE"] = str(own_tokens.tokens_file)
     children = {}
     started = time.monotonic()
     try:
         nats_server.start()
+        asyncio.run(declare_streams(own))  # as admin: only admin may create streams
         log = open(data / "services.log", "ab")  # noqa: SIM115
         for s in SERVICES:
-            children[s] = runtime.spawn(s, env, stdout=log, stderr=log)
+            children[s] = runtime.spawn(s, runtime.service_env(env, own, s), stdout=log, stderr=log)
         urls = {s: f"http://{settings.http_host}:{p}" for s, p in ports.items()}
         for s in SERVICES:
             runtime.wait_healthy(urls[s], children[s], timeout=60)
         directory = load_directory(settings.config_dir)
-        plan = plan_year(directory, seed, scale, days=days)
+        plan = plan_year(directory, seed, scale, year=PLAN_YEAR, days=days)
         print(f"simulating {days} days of {directory.county.name} (seed {seed}, scale {scale}) "
               f"on a fresh system in {data}", flush=True)
-        sim = Simulation(Endpoints(urls, nats_server.url), directory, plan, seed,
+        sim = Simulation(Endpoints(urls, nats_server.url, creds_dir=natsauth.creds_dir(own), tokens=api_tokens),
+                         directory, plan, seed,
                          progress=lambda line: print(line, flush=True),
                          feedback_days=load_policy(settings.config_dir).feedback_days)
         asyncio.run(sim.run(days, extra_days))
         end = date(plan.year, 1, 1) + timedelta(days=days + extra_days - 1)
         problems = asyncio.run(self_check(sim, end))
         import httpx
-        report = httpx.get(f"{urls['scoring']}/api/v1/reports/{plan.year}/report.md", timeout=120).text
+        report = httpx.get(f"{urls['scoring']}/api/v1/reports/{plan.year}/report.md", timeout=120,
+                           headers=sim.ep.auth("clerk")).text
         print()
         print(report)
         elapsed = time.monotonic() - started
@@ -74,6 +108,7 @@ def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days:
             for s, url in urls.items():
                 print(f"  {s:<12} {url}  (API docs {url}/docs)")
             print(f"  NATS         {nats_server.url}", flush=True)
+            print(f"  API tokens   {data / 'secrets' / 'first-tokens.txt'} (a clerk's and a supervisor's)", flush=True)
             try:
                 while all(p.poll() is None for p in children.values()):
                     time.sleep(0.5)

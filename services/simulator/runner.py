@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from pathlib import Path
 
 import httpx
 import nats
@@ -28,6 +29,25 @@ class Endpoints:
     urls: dict[str, str]
     nats_url: str
     stream: str = "CASES"
+    # Bearer tokens by who acts: "clerk", "supervisor", "ops", and "agent:<agent id>" for each agent
+    # (shared/tokens.py); the residents' calls carry none.
+    tokens: dict[str, str] = field(default_factory=dict)
+    # The NATS users' files of the simulated system (shared/natsauth.py); None: anonymous. The
+    # simulator watches the bureau's side as admin (it owns the system; ops may create no consumer)
+    # and acts for each unit as that unit's user.
+    creds_dir: Path | None = None
+
+    def creds(self, user: str) -> Path | None:
+        return self.creds_dir / f"{user}.json" if self.creds_dir is not None else None
+
+    def nats_options(self, user: str) -> dict:
+        from shared.natsauth import file_options
+
+        return file_options(self.creds(user))
+
+    def auth(self, who: str | None) -> dict[str, str]:
+        """The ``Authorization`` header of ``who``'s token; none for a resident (``who`` None)."""
+        return {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
 
 
 @dataclass
@@ -67,7 +87,7 @@ class Simulation:
 
     async def run(self, days: int, extra_days: int) -> None:
         self.http = httpx.AsyncClient(timeout=120)
-        self.nc = await nats.connect(self.ep.nats_url)
+        self.nc = await nats.connect(self.ep.nats_url, **self.ep.nats_options("admin"))
         js = self.nc.jetstream()
         await js.subscribe("cases.assigned.*", stream=self.ep.stream, cb=self._observe, ordered_consumer=True)
         await js.subscribe("cases.triage", stream=self.ep.stream, cb=self._observe, ordered_consumer=True)
@@ -111,12 +131,14 @@ class Simulation:
             await self._act(day, *action)
         await self._observed(day)
         await self.settled(("routing", "supervision"))
-        await self._post("supervision", "/api/v1/sweep", None)
+        await self._post("supervision", "/api/v1/sweep", None, who="supervisor")
 
     # --- filing ---------------------------------------------------------------------------------
 
     async def _file(self, body: dict, key: str, day: date) -> str:
-        answer = await self._post("intake", "/api/v1/cases", body, key=key)
+        # A delegated case is filed by its agent, with the agent's own token; the rest at the desk.
+        who = f"agent:{body['delegation']['agent_id']}" if body["channel"] == "delegated" else "clerk"
+        answer = await self._post("intake", "/api/v1/cases", body, key=key, who=who)
         return self._track(answer["case_number"], body["channel"], day, answer["query_code"])
 
     def _track(self, case_id: str, channel: str, day: date, code: str) -> str:
@@ -191,11 +213,12 @@ class Simulation:
         self.todo[reply].append(("reply", case.case_id, unit))
 
     async def _triage(self) -> None:
-        for item in (await self.http.get(f"{self.ep.urls['routing']}/api/v1/triage")).json():
+        queue = await self.http.get(f"{self.ep.urls['routing']}/api/v1/triage", headers=self.ep.auth("clerk"))
+        for item in queue.json():
             category = self.d.categories.get(item.get("suggested_category") or "")
             unit = (category.default_unit if category and category.default_unit else item["township"])
             await self._post("routing", f"/api/v1/triage/{item['case_id']}/decision",
-                             {"unit": unit, "reason": "督办科研判", "decided_by": "sim-clerk"})
+                             {"unit": unit, "reason": "督办科研判"}, who="supervisor")
         await asyncio.sleep(0)
 
     # --- units, residents, the office -----------------------------------------------------------
@@ -215,7 +238,7 @@ class Simulation:
                 await client.request_extension(case_id, 20, "情况复杂，需延期办理")
                 await self.settled(("supervision",))
                 await self._post("supervision", f"/api/v1/cases/{case_id}/extension",
-                                 {"approved": True, "days": 20, "reason": "同意延期", "decided_by": "sim-office"})
+                                 {"approved": True, "days": 20, "reason": "同意延期"}, who="supervisor")
             elif kind == "reply":
                 await client.reply(case_id, "resolved", "已依法依规办理并答复信访人。")
                 case.replies += 1
@@ -235,38 +258,41 @@ class Simulation:
             return  # no feedback: the case closes after the window
         satisfied = roll < 0.87 or case.reviews > 0
         await self._post("intake", f"/api/v1/cases/{case.case_id}/feedback",
-                         {"query_code": case.query_code, "satisfied": satisfied})
+                         {"query_code": case.query_code, "satisfied": satisfied}, who=None)
         case.feedback.append(satisfied)
         case.answer = satisfied
         if not satisfied and rnd.random() < 0.6:
             await self._post("intake", f"/api/v1/cases/{case.case_id}/reviews",
-                             {"query_code": case.query_code, "level": "review", "reason": "对答复不满意"})
+                             {"query_code": case.query_code, "level": "review", "reason": "对答复不满意"}, who=None)
             case.reviews += 1
             case.review_pending = True
             self.todo[day + timedelta(days=rnd.randint(5, 25))].append(("reply", case.case_id, unit))
 
     async def _unit(self, code: str) -> UnitClient:
         if code not in self.units:
-            self.units[code] = await UnitClient(self.ep.nats_url, code, stream=self.ep.stream,
-                                                clock=self.clock).__aenter__()
+            self.units[code] = await UnitClient(self.ep.nats_url, code, stream=self.ep.stream, clock=self.clock,
+                                                creds=self.ep.creds(f"unit_{code}")).__aenter__()
         return self.units[code]
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    async def _post(self, service: str, path: str, body: dict | None, key: str | None = None) -> dict:
+    async def _post(self, service: str, path: str, body: dict | None, key: str | None = None,
+                    who: str | None = "clerk") -> dict:
+        """``who``: whose token the call carries (Endpoints.tokens); None for a resident's call."""
         headers = {"Idempotency-Key": key} if key else {}
-        answer = await self.http.post(self.ep.urls[service] + path, json=body, headers=headers)
+        answer = await self.http.post(self.ep.urls[service] + path, json=body, headers={**headers, **self.ep.auth(who)})
         if answer.status_code >= 300:
             raise RuntimeError(f"{service} {path}: {answer.status_code} {answer.text[:300]}")
         return answer.json()
 
     async def _put(self, service: str, path: str, body: dict) -> None:
-        answer = await self.http.put(self.ep.urls[service] + path, json=body)
+        answer = await self.http.put(self.ep.urls[service] + path, json=body, headers=self.ep.auth("ops"))
         if answer.status_code >= 300:
-            raise RuntimeError(f"{service} {path}: {answer.status_code} (is XF_TIME_TRAVEL on?)")
+            raise RuntimeError(f"{service} {path}: {answer.status_code} (is XF_MODE demo or test?)")
 
     async def _closed(self) -> int:
-        answer = await self.http.get(f"{self.ep.urls['scoring']}/api/v1/reports/{self.plan.year}")
+        answer = await self.http.get(f"{self.ep.urls['scoring']}/api/v1/reports/{self.plan.year}",
+                                     headers=self.ep.auth("clerk"))
         return answer.json()["figures"]["closed"] if answer.status_code == 200 else 0
 
     async def settled(self, consumers: tuple[str, ...] = ("routing", "supervision", "scoring"),

@@ -6,14 +6,19 @@ import asyncio
 from datetime import date, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.supervision import notices, service
 from services.supervision.service import Supervision
 from shared.clock import ManualClock
+from shared.errors import NotFound
 from shared.events import Code
-from shared.http import require_role
+from shared.http import Guard, NotAllowed
+from shared.ratelimit import RESIDENT_ERRORS
+from shared.tokens import Principal
+
+guard = Guard("supervision")  # roles per route: shared/access.py
 
 
 def get_sup(request: Request) -> Supervision:
@@ -21,7 +26,9 @@ def get_sup(request: Request) -> Supervision:
 
 
 Ctx = Annotated[Supervision, Depends(get_sup)]
-StaffId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+# Kept for older clients and ignored: a decision is recorded as the token's staff id.
+IgnoredStaffId = Annotated[str | None, Field(max_length=64, description=(
+    "ignored, accepted for older clients: recorded as the token's staff id"))]
 
 
 class _In(BaseModel):
@@ -32,7 +39,7 @@ class ExtensionDecision(_In):
     approved: bool
     days: Annotated[int, Field(ge=0, le=365)] = 0
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
-    decided_by: StaffId
+    decided_by: IgnoredStaffId = None
 
 
 class NoticeIn(_In):
@@ -41,7 +48,7 @@ class NoticeIn(_In):
     case_ids: list[str] | None = Field(None, description="omit for all their overdue cases")
     demands: Annotated[str, Field(min_length=1, max_length=2000)]
     reply_by: date
-    issued_by: StaffId
+    issued_by: IgnoredStaffId = None
 
 
 class NoticeReply(_In):
@@ -59,53 +66,69 @@ class ClockAdvance(_In):
     hours: Annotated[int, Field(ge=0, le=24 * 3660)] = 0
 
 
+def _own_unit(who: Principal, asked: str | None) -> str | None:
+    """A unit token lists its own cases: ``unit=`` is its code or omitted."""
+    if who.unit is None:
+        return asked
+    if asked not in (None, who.unit):
+        raise NotAllowed(f"a unit token lists its own cases ({who.unit}) only")
+    return who.unit
+
+
 def build_router(sup: Supervision) -> APIRouter:
-    clerk = [Depends(require_role("clerk", sup.settings.clerk_token))]
-    supervisor = [Depends(require_role("supervisor", sup.settings.supervisor_token))]
     r = APIRouter(prefix="/api/v1")
 
-    @r.get("/cases", dependencies=clerk, tags=["cases"], summary="Open cases, by lead unit and state")
-    def open_cases(ctx: Ctx, unit: str | None = None, state: str | None = None) -> list[dict]:
-        return service.cases_by(ctx, unit, state)
+    @r.get("/cases", tags=["cases"], summary="Open cases, by lead unit and state")
+    def open_cases(ctx: Ctx, unit: str | None = None, state: str | None = None,
+                   who: Principal = guard("GET /api/v1/cases")) -> list[dict]:
+        return service.cases_by(ctx, _own_unit(who, unit), state, leader=who.leader_id)
 
-    @r.get("/cases/{case_id}", dependencies=clerk, tags=["cases"], summary="A case's state and due dates")
-    def case(case_id: str, ctx: Ctx) -> dict:
-        return service.case_view(ctx, case_id)
+    @r.get("/cases/{case_id}", tags=["cases"], summary="A case's state and due dates")
+    def case(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{case_id}")) -> dict:
+        return service.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)
 
-    @r.get("/cases/{case_id}/timeline", dependencies=clerk, tags=["cases"],
+    @r.get("/cases/{case_id}/timeline", tags=["cases"],
            summary="Every event of a case, who and when, and whether it was applied or refused")
-    def timeline(case_id: str, ctx: Ctx) -> list[dict]:
+    def timeline(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{case_id}/timeline")) -> list[dict]:
+        if who.unit is not None:  # the unit's view: other units' steps without their ids, as on timeline.<unit>
+            view = service.unit_timeline(ctx, case_id, who.unit)
+            if not view["found"]:
+                raise NotFound(f"supervision has not seen case {case_id}")
+            return view["timeline"]
+        if who.leader_id is not None:
+            service.case_view(ctx, case_id, leader=who.leader_id)  # a leader: only a case it leads
         return service.timeline(ctx, case_id)
 
-    @r.get("/due", dependencies=clerk, tags=["deadlines"], summary="Due dates falling within `days`")
-    def due_soon(ctx: Ctx, days: int = 3, unit: str | None = None) -> list[dict]:
-        return service.due_list(ctx, overdue=False, within_days=days, unit=unit)
+    @r.get("/due", tags=["deadlines"], summary="Due dates falling within `days`")
+    def due_soon(ctx: Ctx, days: int = 3, unit: str | None = None, who: Principal = guard("GET /api/v1/due")) -> list[dict]:
+        return service.due_list(ctx, overdue=False, within_days=days, unit=_own_unit(who, unit), leader=who.leader_id)
 
-    @r.get("/overdue", dependencies=clerk, tags=["deadlines"], summary="Due dates passed and not met")
-    def overdue(ctx: Ctx, unit: str | None = None) -> list[dict]:
-        return service.due_list(ctx, overdue=True, unit=unit)
+    @r.get("/overdue", tags=["deadlines"], summary="Due dates passed and not met")
+    def overdue(ctx: Ctx, unit: str | None = None, who: Principal = guard("GET /api/v1/overdue")) -> list[dict]:
+        return service.due_list(ctx, overdue=True, unit=_own_unit(who, unit), leader=who.leader_id)
 
-    @r.post("/cases/{case_id}/extension", dependencies=supervisor, tags=["deadlines"],
+    @r.post("/cases/{case_id}/extension", tags=["deadlines"],
             summary="Approve or refuse a unit's extension request (延期审批)")
-    def extension(case_id: str, body: ExtensionDecision, ctx: Ctx) -> dict:
-        return service.decide_extension(ctx, case_id, body.approved, body.days, body.reason, body.decided_by)
+    def extension(case_id: str, body: ExtensionDecision, ctx: Ctx,
+                  who: Principal = guard("POST /api/v1/cases/{case_id}/extension")) -> dict:
+        return service.decide_extension(ctx, case_id, body.approved, body.days, body.reason, who.staff_id)
 
-    @r.post("/notices", status_code=201, dependencies=supervisor, tags=["notices"],
+    @r.post("/notices", status_code=201, tags=["notices"],
             summary="Issue a numbered supervision notice (督办通知) listing overdue cases")
-    def issue(body: NoticeIn, ctx: Ctx) -> dict:
+    def issue(body: NoticeIn, ctx: Ctx, who: Principal = guard("POST /api/v1/notices")) -> dict:
         return notices.issue_notice(ctx, body.notice_type, body.units, body.case_ids, body.demands, body.reply_by,
-                                    body.issued_by)
+                                    who.staff_id)
 
-    @r.get("/notices", dependencies=clerk, tags=["notices"])
+    @r.get("/notices", dependencies=[guard("GET /api/v1/notices")], tags=["notices"])
     def list_notices(ctx: Ctx) -> list[dict]:
         return notices.list_notices(ctx)
 
-    @r.get("/notices/{notice_id}", dependencies=clerk, tags=["notices"])
+    @r.get("/notices/{notice_id}", dependencies=[guard("GET /api/v1/notices/{notice_id}")], tags=["notices"])
     def get_notice(notice_id: str, ctx: Ctx) -> dict:
         return notices.get_notice(ctx, notice_id)
 
-    @r.get("/notices/{notice_id}/document.{kind}", dependencies=clerk, tags=["notices"],
-           summary="The notice as Markdown (md) or Word (docx)")
+    @r.get("/notices/{notice_id}/document.{kind}", dependencies=[guard("GET /api/v1/notices/{notice_id}/document.{kind}")],
+           tags=["notices"], summary="The notice as Markdown (md) or Word (docx)")
     def document(notice_id: str, kind: Literal["md", "docx"], ctx: Ctx) -> Response:
         body = notices.notice_document(ctx, notice_id, kind)
         media = ("application/vnd.openxmlformats-officedocument.wordprocessingml.document" if kind == "docx"
@@ -113,25 +136,34 @@ def build_router(sup: Supervision) -> APIRouter:
         return Response(body, media_type=media,
                         headers={"Content-Disposition": f'attachment; filename="{notice_id}.{kind}"'})
 
-    @r.post("/notices/{notice_id}/replies", dependencies=clerk, tags=["notices"],
-            summary="Record a unit's reply to a notice")
-    def reply(notice_id: str, body: NoticeReply, ctx: Ctx) -> dict:
+    @r.post("/notices/{notice_id}/replies", tags=["notices"],
+            summary="Record a unit's reply to a notice (a unit token: its own reply)")
+    def reply(notice_id: str, body: NoticeReply, ctx: Ctx,
+              who: Principal = guard("POST /api/v1/notices/{notice_id}/replies")) -> dict:
+        if who.unit is not None:
+            if body.unit != who.unit:
+                raise NotAllowed(f"a unit token replies as its own unit ({who.unit}) only")
+            if who.unit not in notices.get_notice(ctx, notice_id)["units"]:
+                raise NotFound(f"no notice {notice_id}")
         return notices.record_reply(ctx, notice_id, body.unit, body.text)
 
-    @r.post("/progress", tags=["residents"], summary="The resident's progress lookup (case number + query code)")
-    def progress(body: ProgressQuery, ctx: Ctx) -> dict:
-        return service.resident_progress(ctx, body.case_id, body.query_code)
+    @r.post("/progress", tags=["residents"], summary="The resident's progress lookup (case number + query code)",
+            responses=RESIDENT_ERRORS)
+    def progress(body: ProgressQuery, ctx: Ctx, request: Request) -> dict:
+        client = request.client.host if request.client else "unknown"  # behind a proxy: --forwarded-allow-ips
+        return service.resident_progress(ctx, body.case_id, body.query_code, client)
 
-    @r.post("/sweep", dependencies=supervisor, tags=["deadlines"], summary="Sweep the deadlines now")
+    @r.post("/sweep", dependencies=[guard("POST /api/v1/sweep")], tags=["deadlines"], summary="Sweep the deadlines now")
     async def sweep(ctx: Ctx) -> dict:
         return {"sent": await asyncio.to_thread(service.sweep, ctx), "now": ctx.clock.now()}
 
-    @r.post("/clock/advance", dependencies=supervisor, tags=["time travel"],
-            summary="Time-travel mode only: move supervision's clock, then sweep")
+    if not (sup.settings.time_travel and isinstance(sup.clock, ManualClock)):
+        return r  # time travel exists only in XF_MODE demo or test
+
+    @r.post("/clock/advance", dependencies=[guard("POST /api/v1/clock/advance")], tags=["time travel"],
+            summary="Time-travel mode only (XF_MODE demo or test): move supervision's clock forward, then sweep")
     async def advance(body: ClockAdvance, ctx: Ctx) -> dict:
-        if not ctx.settings.time_travel or not isinstance(ctx.clock, ManualClock):
-            raise HTTPException(404, "time travel is off (XF_TIME_TRAVEL)")
-        ctx.clock.advance(timedelta(days=body.days, hours=body.hours))
+        ctx.clock.advance(timedelta(days=body.days, hours=body.hours))  # never backwards: days, hours ≥ 0
         return {"sent": await asyncio.to_thread(service.sweep, ctx), "now": ctx.clock.now()}
 
     return r

@@ -27,6 +27,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     sup = Supervision(uow=plumbing.uow, directory=directory, policy=load_policy(settings.config_dir), clock=clock,
                       metrics=metrics, settings=settings)
     plumbing.consume(handlers.HANDLERS, sup, tables.inbox)
+
+    async def load_keys() -> None:
+        sup.keys_of()  # without both keys the service does not start (shared/keys.py says how to set them)
+    plumbing.on_start.insert(0, load_keys)
     plumbing.workers += [handlers.Sweeper(sup, settings.sweep_interval_s), handlers.timeline_responder(sup, plumbing.bus)]
 
     async def check_calendar() -> None:

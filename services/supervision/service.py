@@ -16,15 +16,17 @@ from sqlalchemy import Connection, func, select, update
 
 from services.supervision import domain, tables
 from shared import events as ev
+from shared import keys as keyring
 from shared.clock import Clock
 from shared.consumer import Delivery
 from shared.db import UnitOfWork, insert_ignore
 from shared.directory import Directory
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.keys import Keys
 from shared.metrics import ServiceMetrics
 from shared.outbox import enqueue
 from shared.policy import DeadlinePolicy
-from shared.privacy import matches
+from shared.ratelimit import ResidentLimits
 from shared.settings import Settings
 
 SUPERVISION = ev.Actor(kind="service", id="supervision")
@@ -49,6 +51,12 @@ class Supervision:
     clock: Clock
     metrics: SupervisionMetrics
     settings: Settings
+    keys: Keys | None = None  # shared/keys.py: the query-code key checks the progress lookup
+
+    def keys_of(self) -> Keys:
+        if self.keys is None:
+            self.keys = keyring.load(self.settings)
+        return self.keys
 
     @property
     def clock_tolerance(self) -> timedelta:
@@ -265,30 +273,43 @@ def unit_timeline(sup: Supervision, case_id: str, unit: str) -> dict:
     return {"case_id": case_id, "unit": unit, "found": True, "timeline": steps}
 
 
-def case_view(sup: Supervision, case_id: str) -> dict:
+def held_by(conn, case_id: str, unit: str) -> bool:  # noqa: ANN001
+    """Was the case ever assigned to ``unit`` (a case accusing a unit never is)?"""
+    t = tables.timeline
+    return conn.execute(select(t.c.event_id).where(t.c.case_id == case_id, t.c.type == "CaseAssigned",
+                                                   t.c.unit == unit).limit(1)).first() is not None
+
+
+def case_view(sup: Supervision, case_id: str, unit: str | None = None, leader: str | None = None) -> dict:
+    """The case; for a unit only one assigned to it now or before, for a leader only one it leads —
+    any other answers as a missing case does, so its existence does not leak."""
     c = tables.cases
     with sup.uow.engine.connect() as conn:
         r = conn.execute(select(c).where(c.c.case_id == case_id)).first()
-    if r is None:
+        if r is not None and unit is not None and not held_by(conn, case_id, unit):
+            r = None
+    if r is None or (leader is not None and r.leader != leader):
         raise NotFound(f"supervision has not seen case {case_id}")
     return {"case_id": r.case_id, "state": r.state, "lead": r.lead, "co": r.co, "leader": r.leader,
             "received_at": r.received_at, "replied_at": r.replied_at, "closed_at": r.closed_at, "dues": r.dues}
 
 
-def _open_cases(sup: Supervision, unit: str | None, state: str | None) -> list:
+def _open_cases(sup: Supervision, unit: str | None, state: str | None, leader: str | None = None) -> list:
     c = tables.cases
     q = select(c.c.case_id, c.c.state, c.c.lead, c.c.dues).where(c.c.state.notin_(["closed", "archived"]))
     if unit:
         q = q.where(c.c.lead == unit)
+    if leader:
+        q = q.where(c.c.leader == leader)
     if state:
         q = q.where(c.c.state == state)
     with sup.uow.engine.connect() as conn:
         return conn.execute(q.order_by(c.c.case_id)).all()
 
 
-def cases_by(sup: Supervision, unit: str | None, state: str | None) -> list[dict]:
+def cases_by(sup: Supervision, unit: str | None, state: str | None, leader: str | None = None) -> list[dict]:
     return [{"case_id": r.case_id, "state": r.state, "lead": r.lead, "next_due": _next_due(r.dues)}
-            for r in _open_cases(sup, unit, state)]
+            for r in _open_cases(sup, unit, state, leader)]
 
 
 def _next_due(dues: list[dict]) -> dict | None:
@@ -296,12 +317,13 @@ def _next_due(dues: list[dict]) -> dict | None:
     return open_dues[0] if open_dues else None
 
 
-def due_list(sup: Supervision, *, overdue: bool, within_days: int = 3, unit: str | None = None) -> list[dict]:
+def due_list(sup: Supervision, *, overdue: bool, within_days: int = 3, unit: str | None = None,
+             leader: str | None = None) -> list[dict]:
     """Open due dates already passed (overdue) or falling within ``within_days`` (due soon)."""
     now = sup.clock.now()
     horizon = now + timedelta(days=within_days)
     out = []
-    for case in _open_cases(sup, unit, None):
+    for case in _open_cases(sup, unit, None, leader):
         for d in case.dues:
             if d["met_at"] is not None:
                 continue
@@ -317,12 +339,21 @@ PUBLIC_EVENTS = {"CaseReceived": "已受理登记", "CaseAssigned": "已交办",
                  "ReviewRequested": "复查/复核申请已受理", "CaseClosed": "已办结", "CaseArchived": "已归档"}
 
 
-def resident_progress(sup: Supervision, case_id: str, query_code: str) -> dict:
-    """The resident's view: the state and the public steps, nothing internal, no other person's data."""
-    c = tables.cases
-    with sup.uow.engine.connect() as conn:
+def resident_progress(sup: Supervision, case_id: str, query_code: str, client: str = "unknown") -> dict:
+    """The resident's view: the state and the public steps, nothing internal, no other person's data.
+
+    "No such case" and "wrong code" answer alike and count alike against the case and the client;
+    past the limits, 429 whatever the code (shared/ratelimit.py)."""
+    c, ring = tables.cases, sup.keys_of().query_code
+    limits = ResidentLimits(tables.resident_failures, sup.settings.resident_case_failures,
+                            sup.settings.resident_client_failures)
+    client_key, now = ring.hash(f"client:{client}"), sup.clock.now()
+    with sup.uow.engine.connect() as conn:  # a lookup writes nothing: no write lock unless it fails
+        limits.check(conn, now, case_id, client_key)
         r = conn.execute(select(c.c.state, c.c.query_code_hash).where(c.c.case_id == case_id)).first()
-    if r is None or not matches(sup.settings.id_hash_key.get_secret_value(), query_code.upper(), r.query_code_hash):
+    if not ring.matches(query_code.upper(), r.query_code_hash if r is not None else None):
+        with sup.uow.begin() as conn:
+            limits.record(conn, now, case_id, client_key)
         raise NotFound(f"no case {case_id} with this query code")
     steps: list[dict] = []
     for s in timeline(sup, case_id):

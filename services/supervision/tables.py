@@ -20,6 +20,7 @@ from sqlalchemy import (
 from shared.db import UtcDateTime
 from shared.inbox import inbox_table
 from shared.outbox import outbox_table
+from shared.ratelimit import failures_table
 from shared.sequences import counters_table
 
 metadata = MetaData()
@@ -94,3 +95,6 @@ notice_replies = Table(
 counters = counters_table(metadata)
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
+
+# Wrong query codes on the resident's progress lookup, per case and per client, for the last hour.
+resident_failures = failures_table(metadata)

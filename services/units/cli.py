@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ssl
 import sys
+from pathlib import Path
 
 from services.units.client import Refused, UnitClient
 from shared import events as ev
@@ -15,12 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cmds = unit.add_subparsers(dest="unit_command", required=True)
     watch = cmds.add_parser("watch", help="follow the unit's cases and reminders (everything missed first)")
     watch.add_argument("code")
+    add_creds(watch)
     for name, help_ in (("sign", "签收 a case"), ("return", "退回 a case that is not the unit's"),
                         ("progress", "report progress"), ("extend", "ask for an extension"),
                         ("reply", "file the reply (办理回报)")):
         cmd = cmds.add_parser(name, help=help_)
         cmd.add_argument("code", help="the unit's own code")
         cmd.add_argument("case", help="the case number")
+        add_creds(cmd)
         if name == "return":
             cmd.add_argument("--reason", required=True)
         if name == "progress":
@@ -33,15 +37,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             cmd.add_argument("--text", required=True)
 
 
-def run(args: argparse.Namespace, nats_url: str, stream: str) -> int:
+def add_creds(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("--creds", type=Path, help=(
+        "the unit's NATS credentials (JSON: user, password, inbox_prefix); default XF_NATS_CREDS, else "
+        "unit_<code>.json in <data_dir>/secrets/nats/ when the embedded run made it"))
+
+
+def run(args: argparse.Namespace, nats_url: str, stream: str, creds: Path | None = None,
+        tls: ssl.SSLContext | None = None) -> int:
+    """``creds``: the default when --creds is not given."""
     try:
-        return asyncio.run(_run(args, nats_url, stream))
+        return asyncio.run(_run(args, nats_url, stream, args.creds or creds, tls))
     except KeyboardInterrupt:
         return 0
 
 
-async def _run(args: argparse.Namespace, nats_url: str, stream: str) -> int:
-    async with UnitClient(nats_url, args.code, stream=stream) as unit:
+async def _run(args: argparse.Namespace, nats_url: str, stream: str, creds: Path | None,
+               tls: ssl.SSLContext | None) -> int:
+    async with UnitClient(nats_url, args.code, stream=stream, creds=creds, tls=tls) as unit:
         if args.unit_command == "watch":
             print(f"{args.code}: following cases.*.{args.code} (Ctrl-C stops)", file=sys.stderr, flush=True)
             async for event in unit.events():

@@ -2,15 +2,21 @@
 (so a unit that was offline gets what it missed, in order), and its commands go out as events
 under its own code only. Importable by a department's own system; ``xinfang unit`` wraps it.
 
-    async with UnitClient("nats://127.0.0.1:4250", "forestry") as unit:
+    async with UnitClient("nats://127.0.0.1:4250", "forestry", creds=Path("unit_forestry.json")) as unit:
         async for event in unit.events():
             if isinstance(event, CaseAssigned):
                 await unit.sign(event.case_id)
+
+``creds`` is the unit's NATS credentials file (``unit_<code>.json``, shared/natsauth.py): its user
+may publish only under its own code and read only its own consumer, and receives its replies and
+pull deliveries on its own inbox prefix ``_INBOX_<code>``, with which the client connects.
 """
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import nats
 from nats.errors import TimeoutError as NatsTimeout
@@ -18,7 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from shared import events as ev
-from shared import subjects
+from shared import natsauth, subjects
 from shared.clock import Clock, SystemClock
 
 ReplyResult = ev.CaseReplied.model_fields["result"].annotation
@@ -35,14 +41,18 @@ class Refused(Exception):
 
 class UnitClient:
     def __init__(self, nats_url: str, unit: str, *, stream: str = "CASES", staff_id: str | None = None,
-                 clock: Clock | None = None) -> None:
-        self.nats_url, self.unit, self.stream = nats_url, unit, stream
+                 clock: Clock | None = None, creds: Path | None = None, tls: ssl.SSLContext | None = None) -> None:
+        self.nats_url, self.unit, self.stream, self.creds, self.tls = nats_url, unit, stream, creds, tls
         self.actor = ev.Actor(kind="unit", id=staff_id or unit)
         self.clock = clock or SystemClock()  # the simulator passes its own: events carry simulated time
         self.nc = None
 
     async def __aenter__(self) -> UnitClient:
-        self.nc = await nats.connect(self.nats_url, name=f"unit-{self.unit}")
+        options = {"inbox_prefix": natsauth.inbox_prefix(natsauth.unit_user(self.unit)),
+                   **natsauth.file_options(self.creds)}
+        if self.tls is not None:
+            options["tls"] = self.tls
+        self.nc = await nats.connect(self.nats_url, name=f"unit-{self.unit}", **options)
         self.js = self.nc.jetstream()
         return self
 
@@ -62,13 +72,15 @@ class UnitClient:
         The durable consumer keeps the unit's place across restarts; an existing one is bound as it
         is, whatever its settings. An event taken but not acknowledged (the process died in the loop
         body) comes again after the consumer's ``ack_wait`` (60 s here)."""
-        name = durable or f"unit_{self.unit}"
+        name = durable or natsauth.unit_consumer(self.unit)
         try:
             await self.js.consumer_info(self.stream, name)
         except NotFoundError:
+            # name and durable_name both: nats-py then sends the filter in the request's subject
+            # ($JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>), the only form the unit's user may use.
             await self.js.add_consumer(self.stream, ConsumerConfig(
-                durable_name=name, filter_subject=subjects.for_unit(self.unit), ack_policy=AckPolicy.EXPLICIT,
-                deliver_policy=DeliverPolicy.ALL, ack_wait=60))
+                name=name, durable_name=name, filter_subject=subjects.for_unit(self.unit),
+                ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=60))
         sub = await self.js.pull_subscribe_bind(durable=name, stream=self.stream)
         while True:
             try:

@@ -2,7 +2,13 @@
 // alone (README "The department side" and "Events", shared/events.py): it imports nothing from the
 // project, only the official nats.js v3 packages.
 //
-//   node department.mjs NATS_URL UNIT OTHER_CASE_ID [DEADLINE_S]
+//   node department.mjs NATS_URL UNIT OTHER_CASE_ID [DEADLINE_S] [CREDS_JSON]
+//
+// CREDS_JSON is the unit's NATS credentials file as the bureau hands it out: {"user", "password",
+// "inbox_prefix", optional "tls_ca"}. The unit's user may receive only on its own inbox prefix, so
+// the connection takes it (inboxPrefix); and it may touch no JetStream API but the stream's and its
+// own consumer's, so the manager skips its account-info check (checkAPI: false). Without the file it
+// connects anonymously, with the same prefix.
 //
 // It follows every event about its cases (cases.*.<UNIT>) through its own durable pull consumer
 // unit_<UNIT> on the stream CASES (created if missing, bound to if it exists), and acks each one
@@ -15,14 +21,15 @@
 // It prints one JSON line per thing it saw or did, and exits 0 once it has signed and replied its
 // case and received the refusal; 1 after DEADLINE_S seconds (default 60), naming what is missing,
 // or at once when the system refuses one of its legitimate events.
+import { readFileSync } from "node:fs";
 import { connect, nanos } from "@nats-io/transport-node";
 import { AckPolicy, DeliverPolicy, jetstream, jetstreamManager, JetStreamApiCodes, JetStreamApiError }
   from "@nats-io/jetstream";
 
 const STREAM = "CASES";
-const [url, unit, otherCaseId, deadlineArg] = process.argv.slice(2);
+const [url, unit, otherCaseId, deadlineArg, credsPath] = process.argv.slice(2);
 if (!url || !unit || !otherCaseId) {
-  console.error("usage: node department.mjs NATS_URL UNIT OTHER_CASE_ID [DEADLINE_S]");
+  console.error("usage: node department.mjs NATS_URL UNIT OTHER_CASE_ID [DEADLINE_S] [CREDS_JSON]");
   process.exit(2);
 }
 const deadlineS = Number(deadlineArg ?? 60);
@@ -39,9 +46,14 @@ function envelope(type, caseId, extra = {}) {
   };
 }
 
-const nc = await connect({ servers: url, name: `department-js-${unit}` });
+const creds = credsPath ? JSON.parse(readFileSync(credsPath, "utf8")) : null;
+const nc = await connect({
+  servers: url, name: `department-js-${unit}`, inboxPrefix: creds?.inbox_prefix ?? `_INBOX_${unit}`,
+  ...(creds ? { user: creds.user, pass: creds.password } : {}),
+  ...(creds?.tls_ca ? { tls: { caFile: creds.tls_ca } } : {}),
+});
 const js = jetstream(nc);
-const jsm = await jetstreamManager(nc);
+const jsm = await jetstreamManager(nc, { checkAPI: false });
 
 async function publish(verb, event) {
   // A unit publishes only under its own code: cases.<verb>.<unit>.
