@@ -550,3 +550,28 @@ def test_up_gives_each_service_its_own_file_never_its_own(tmp_path: Path) -> Non
     env = {"XF_NATS_CREDS": str(folder / "admin.json"), "OTHER": "1"}
     assert service_env(env, settings, "routing") == {"XF_NATS_CREDS": str(folder / "svc_routing.json"), "OTHER": "1"}
     assert service_env(env, settings, "intake") == {"OTHER": "1"}  # none for it: not admin's either
+
+
+def test_a_case_accusing_a_unit_never_reaches_it_over_nats(
+        settings: Settings, intake: TestClient, routing: TestClient, supervision: TestClient) -> None:
+    """检举 forestry: the case goes to its superior; forestry's own consumer, its timeline request and
+    any subscription it may make see nothing of it, while its ordinary case arrives."""
+    accusing = submit(intake, n=1, category="logging_permit", accused_units=["forestry"],
+                      content="林业站工作人员违规发放采伐证。")
+    ordinary = submit(intake, n=2, category="logging_permit", title="申请采伐自家承包山林木")
+
+    def assigned_to(case_id: str) -> list[str]:
+        answer = supervision.get(f"/api/v1/cases/{case_id}/timeline")
+        steps = answer.json() if answer.status_code == 200 else []
+        return [s["unit"] for s in steps if s["event"] == "CaseAssigned"]
+    wait_until(lambda: assigned_to(accusing) and assigned_to(ordinary), what="both cases assigned")
+    assert "forestry" not in assigned_to(accusing) and assigned_to(ordinary) == ["forestry"]
+
+    async def as_forestry() -> tuple[list[ev.Event], ev.TimelineAnswer]:
+        async with UnitClient(settings.nats_url, "forestry", stream=settings.stream_name,
+                              creds=creds(settings, "unit_forestry")) as unit:
+            seen = [e async for e in unit.events(idle_timeout=2)]
+            return seen, await unit.timeline(accusing)
+    seen, answer = asyncio.run(as_forestry())
+    assert {getattr(e, "case_id", None) for e in seen} == {ordinary}
+    assert (answer.found, answer.error, answer.timeline) == (False, "not_found", [])
