@@ -227,9 +227,7 @@ def _entry(key_id: str) -> dict:
 def _write(path: Path, data: dict) -> None:
     from shared.secrets import write_private
 
-    tmp = path.with_name(path.name + ".new")
-    write_private(tmp, json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)  # never a half-written keys file
+    write_private(path, json.dumps(data, indent=2) + "\n")  # atomic: never a half-written keys file
 
 
 def ensure(settings: Settings) -> list[str]:

@@ -9,8 +9,3 @@ import hmac
 
 def keyed_hash(secret: str, value: str) -> str:
     return hmac.new(secret.encode(), value.encode(), hashlib.sha256).hexdigest()
-
-
-def matches(secret: str, value: str, expected_hash: str | None) -> bool:
-    """Constant-time: does ``value`` hash to ``expected_hash``?"""
-    return expected_hash is not None and hmac.compare_digest(keyed_hash(secret, value), expected_hash)

@@ -9,6 +9,7 @@ refuses to start without them.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from shared.settings import Settings
@@ -26,12 +27,24 @@ def private_dir(path: Path) -> Path:
 
 
 def write_private(path: Path, text: str) -> Path:
-    """A file only the owner may read (0600), written so that it never exists with wider rights."""
+    """A file only the owner may read (0600), in a folder only the owner may enter."""
     private_dir(path.parent)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.chmod(path, 0o600)
+    return replace_private(path, text)
+
+
+def replace_private(path: Path, text: str) -> Path:
+    """Write ``path`` (0600) atomically in its existing folder: a temporary file, created 0600,
+    flushed to disk and renamed over it, so the file never exists half-written or with wider rights."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 

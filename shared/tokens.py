@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -189,17 +188,10 @@ def _private_parent(path: Path) -> None:
 
 
 def _write(path: Path, records: list[TokenRecord]) -> None:
-    text = json.dumps({"version": 1, "tokens": [r.to_json() for r in records]}, ensure_ascii=False, indent=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tokens-")  # created 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from shared.secrets import replace_private
+
+    replace_private(path, json.dumps({"version": 1, "tokens": [r.to_json() for r in records]},
+                                     ensure_ascii=False, indent=1) + "\n")
 
 
 def check_binding(roles: list[str], staff_id: str | None, unit: str | None, agent_id: str | None,
