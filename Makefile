@@ -1,9 +1,9 @@
-# The two commands of the README: `make up` and `make test`. Both set up .venv first.
+# The two commands of the README: `make up` and `make test` (and `make faults`, the fault matrix). All set up .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: up test lint install clean
+.PHONY: up test faults lint install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "xinfang needs Python 3.11 or newer")'
@@ -19,6 +19,11 @@ up: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The fault matrix (tests/faults): kills, outages, poison and a clock jump under load, on SQLite and
+# (with XF_TEST_POSTGRES_URL) PostgreSQL; prints each fault's recovery time.
+faults: install
+	$(BIN)/python -m pytest tests/faults
 
 lint: install
 	$(BIN)/ruff check .

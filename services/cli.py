@@ -56,6 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     from services.units import cli as unit_cli
     unit_cli.add_parser(sub)
 
+    rec = sub.add_parser("reconcile", help="compare the services' sent outbox rows with the stream; "
+                                           "re-publish what the stream lost (README, \"Reconciliation\")")
+    rec.add_argument("--since", help="ISO date-time (UTC without a zone) or a duration back from now: 2d, 12h, "
+                                     "30m (default: the whole retention, XF_OUTBOX_RETENTION_DAYS)")
+    rec.add_argument("--service", action="extend", nargs="+", choices=SERVICES, help="default: every service")
+    rec.add_argument("--dry-run", action="store_true", help="only report; exit 1 when something is missing")
+    rec.add_argument("--json", action="store_true")
+    rec.add_argument("--creds", type=Path, help="NATS credentials (default XF_NATS_CREDS, else the embedded run's admin.json)")
+
     scoring = sub.add_parser("scoring", help="scoring maintenance")
     scoring.add_argument("action", choices=["rebuild"], help="rebuild: drop the projection and replay the stream")
 
@@ -150,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                             natsauth.connect_options(settings).get("tls"))
     if args.command == "nats-config":
         return nats_config_command(args, settings)
+    if args.command == "reconcile":
+        from shared.reconcile import command
+        return command(settings, args.since, args.service, args.dry_run, args.json, args.creds)
     if args.command == "scoring":
         from services.scoring.cli import rebuild
         return rebuild(settings)

@@ -59,7 +59,11 @@ class NatsServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def config(self) -> str:
-        sync = "\n  sync_interval: always" if self.sync_always else ""
+        # Production fsyncs before each ack (deploy/nats/nats.conf, DESIGN §8). Without sync_always (the
+        # embedded run's default, XF_NATS_SYNC_ALWAYS) this is a development server: nats-server's default
+        # fsyncs every 2 minutes, and an OS crash can lose acknowledged events (`xinfang reconcile`).
+        sync = ("\n  sync_interval: always" if self.sync_always else
+                "\n  # sync_interval: default (fsync every 2 min): a development server; production: always")
         http = f"http: 127.0.0.1:{self.monitor_port}\n" if self.monitor_port else ""
         text = (f"listen: 127.0.0.1:{self.port}\n{http}server_name: xinfang\n"
                 f'jetstream {{\n  store_dir: "{self.store_dir / "jetstream"}"{sync}\n}}\n')
@@ -219,6 +223,9 @@ def up(settings: Settings) -> int:
         print("xinfang is up:")
         print(f"  NATS         {settings.effective_nats_url}" +
               (f"  (monitoring http://127.0.0.1:{settings.embedded_nats_monitor_port})" if nats_server else ""))
+        if nats_server is not None and not settings.nats_sync_always:
+            print("               embedded, lazy fsync: for development (production fsyncs before each ack: "
+                  "XF_NATS_SYNC_ALWAYS=true, deploy/nats/nats.conf)")
         for service in APPS:
             print(f"  {service:<12} {settings.base_url(service)}  (API docs {settings.base_url(service)}/docs)")
         print(f"  data         {settings.data_dir.resolve()}")

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -35,7 +36,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 from sqlalchemy import Connection, Table
 
 from shared import events as ev
-from shared import subjects
+from shared import subjects, verdict
 from shared.bus import Bus
 from shared.db import UnitOfWork
 from shared.inbox import new_event_ids
@@ -45,11 +46,18 @@ log = logging.getLogger(__name__)
 PullSubscription = JetStreamContext.PullSubscription
 
 
+FETCH_ERROR_PAUSE_S = 0.5
+
+
 def _fetch_timeouts_as_nats_timeouts() -> None:
     """nats-py 2.16's ``fetch`` raises a bare ``asyncio.TimeoutError`` when a pull finds nothing
     more, but FastStream 0.7's batch loop catches only ``nats.errors.TimeoutError``: its task died
     and the messages it had already fetched for the batch waited out ``ack_wait`` (30 s) before being
-    redelivered. Raise nats-py's own timeout instead, as its type promises."""
+    redelivered. Raise nats-py's own timeout instead, as its type promises.
+
+    The shim also notes when the subscription last fetched (``xf_fetched_at``: the consumer's
+    liveness, :meth:`DurableConsumer.health`), and pauses before passing on any other error (NATS
+    away): FastStream's loop retries at once, and would spin."""
     fetch = PullSubscription.fetch
     if getattr(fetch, "xf_shim", False):
         return
@@ -61,6 +69,11 @@ def _fetch_timeouts_as_nats_timeouts() -> None:
             raise
         except asyncio.TimeoutError as exc:
             raise NatsTimeout from exc
+        except Exception:
+            await asyncio.sleep(FETCH_ERROR_PAUSE_S)
+            raise
+        finally:
+            self.xf_fetched_at = time.monotonic()
     shimmed.xf_shim = True  # type: ignore[attr-defined]
     PullSubscription.fetch = shimmed
 
@@ -117,7 +130,13 @@ class BoundTable:
             ev.entry_for(self.table.handlers, d.event)(self.ctx, conn, d)
 
     def reject(self, event: ev.Event) -> str | None:
-        return self.table.reject(self.ctx, event) if self.table.reject else None
+        """Why the event is refused before it is applied: the county's codes (the same check in every
+        consumer, ``shared/verdict.py``), then the service's own ``reject``, if any."""
+        directory = getattr(self.ctx, "directory", None)
+        reason = verdict.unknown_codes(event, directory) if directory is not None else None
+        if reason is None and self.table.reject:
+            reason = self.table.reject(self.ctx, event)
+        return reason
 
 
 @dataclass(frozen=True)
@@ -130,13 +149,19 @@ class ConsumerSpec:
     backoff_s: tuple[float, ...] = (0.5, 2.0, 8.0, 30.0)
     max_ack_pending: int = 1000
     fetch_timeout_s: float = 0.1  # a lone message waits at most this long for its batch to fill
+    # Not ready when the consumer has not fetched for this long (stopped, stuck, or a batch that
+    # cannot finish); restarted when it is idle and stalled.
+    stall_s: float = 60.0
+    # Between attempts to publish a dead letter that failed (NATS away, the stream missing).
+    dead_letter_retry_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)
 
     def config(self) -> ConsumerConfig:
         return ConsumerConfig(
             durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
             filter_subjects=list(self.filter_subjects), ack_wait=self.ack_wait_s,
-            max_deliver=self.max_deliver + 1,  # our own count decides; the server's is a backstop
-            max_ack_pending=self.max_ack_pending,
+            # Unlimited on the server: our own count decides when a message is dead-lettered, and a
+            # message whose dead letter cannot be published yet must come back until it can.
+            max_deliver=-1, max_ack_pending=self.max_ack_pending,
         )
 
 
@@ -177,6 +202,10 @@ async def _raw_messages(msg):  # noqa: ANN001, ANN202 - FastStream decoder: hand
 
 
 class DurableConsumer:
+    """One service's durable consumer (see the module's docstring). Watched: :meth:`health` says
+    whether it is fetching and can dead-letter (``/readyz`` and ``xf_consumer_healthy``), and
+    :meth:`run` restarts a subscriber that stalled."""
+
     def __init__(self, service: str, bus: Bus, uow: UnitOfWork, inbox: Table, spec: ConsumerSpec,
                  table: BoundTable, metrics: ServiceMetrics) -> None:
         self.service, self.bus, self.uow, self.inbox, self.spec = service, bus, uow, inbox, spec
@@ -195,13 +224,81 @@ class DurableConsumer:
         async def ensure() -> None:  # before FastStream binds to it
             await ensure_consumer(bus, bus.settings.stream_name, spec)
         bus.before_subscribing.append(ensure)
+        self.cannot_dead_letter: str | None = None  # why the last dead letter failed, until one succeeds
+        self.busy_since: float | None = None  # a batch in hand since (monotonic)
+        self._stopping = asyncio.Event()
+        metrics.consumer_healthy.labels(spec.durable).set_function(lambda: 0 if self.health() else 1)
+        metrics.consumer_fetch_age.labels(spec.durable).set_function(lambda: self.fetch_age() or 0.0)
+
+    # --- liveness ---------------------------------------------------------------------------------
+
+    def fetch_age(self) -> float | None:
+        """Seconds since the subscription last fetched; None before it first did."""
+        fetched = getattr(self.subscriber.subscription, "xf_fetched_at", None)
+        return None if fetched is None else time.monotonic() - fetched
+
+    def health(self) -> str | None:
+        """None when the consumer works; else what is wrong, in words (for /readyz)."""
+        if self.cannot_dead_letter is not None:
+            return f"cannot dead-letter: {self.cannot_dead_letter}"
+        if not self.subscriber.running or not any(not t.done() for t in self.subscriber.tasks):
+            return "not running"
+        if self.busy_since is not None and time.monotonic() - self.busy_since > self.spec.stall_s:
+            return f"a batch has been in hand for {time.monotonic() - self.busy_since:.0f} s"
+        age = self.fetch_age()
+        if age is not None and age > self.spec.stall_s and self.busy_since is None:
+            return f"has not fetched for {age:.0f} s"
+        return None
+
+    async def run(self) -> None:
+        """The watch: a subscriber that stopped fetching while idle (its task gone, or stalled) is
+        stopped and started again, after a short pause, with its error logged."""
+        await self.bus.wait_connected()
+        check = min(5.0, self.spec.stall_s / 4)
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=check)
+            if self._stopping.is_set() or not self.bus.connected or not self.subscriber.running:
+                continue  # not started yet (the bus starts it), or stopping
+            problem = self.health()
+            if problem is None or self.busy_since is not None or problem.startswith("cannot dead-letter"):
+                continue
+            log.error("consumer stalled; restarting it", extra={"fields": {"consumer": self.spec.durable,
+                                                                             "problem": problem}})
+            self.metrics.consumer_restarts.labels(self.spec.durable).inc()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.subscriber.stop(), timeout=self.spec.ack_wait_s)
+            try:
+                await self.subscriber.start()
+            except Exception:  # noqa: BLE001 - the next check tries again
+                log.exception("consumer restart failed", extra={"fields": {"consumer": self.spec.durable}})
 
     async def stop(self) -> None:
         """Fetch no more; let the batch in hand finish and be acked (FastStream's graceful stop)."""
+        self._stopping.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.subscriber.stop(), timeout=self.spec.ack_wait_s)
 
+    # --- a batch ----------------------------------------------------------------------------------
+
     async def handle(self, msgs: list) -> None:
+        """A fetched batch. Nothing escapes: an unexpected error is logged with its traceback and the
+        batch's unsettled messages come back after a short delay (FastStream would only log it, and
+        they would wait out ``ack_wait``)."""
+        self.busy_since = time.monotonic()
+        try:
+            await self._handle(msgs)
+        except Exception:  # noqa: BLE001
+            log.exception("batch failed unexpectedly; its messages will be redelivered",
+                          extra={"fields": {"consumer": self.spec.durable}})
+            for msg in msgs:
+                if not msg._ackd:
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=self.spec.backoff_s[0])
+        finally:
+            self.busy_since = None
+
+    async def _handle(self, msgs: list) -> None:
         good: list[tuple[Any, Delivery]] = []
         for msg in msgs:
             try:
@@ -227,6 +324,8 @@ class DurableConsumer:
             for msg, delivery in good:
                 try:
                     await asyncio.to_thread(self._apply, [delivery])
+                except verdict.Refusal as refusal:  # the same verdict every consumer gives: no retry
+                    await self.dead_letter(msg, refusal.reason, refusal.kind, delivery.event)
                 except Exception as exc:  # noqa: BLE001
                     await self._retry_or_dead_letter(msg, delivery.event, exc)
                 else:
@@ -256,17 +355,39 @@ class DurableConsumer:
 
     async def dead_letter(self, msg, reason: str, kind: str, event: ev.Event | None = None) -> None:  # noqa: ANN001
         """Move the message, with the error, to ``deadletter.<service>``; tell the unit that published
-        it (when a unit did) on ``cases.refused.<unit>``; then stop its redelivery."""
+        it (when a unit did) on ``cases.refused.<unit>``; then stop its redelivery.
+
+        When that cannot be published (NATS away, the dead-letter stream missing) the message is not
+        settled: it comes back after a short delay and is tried again, the consumer is reported not
+        ready meanwhile, and nothing is lost. Both publishes have fixed message ids, so a retry after a
+        partial success stores nothing twice."""
         seq = msg.metadata.sequence.stream
-        await self.bus.js.publish(subjects.DEAD_LETTER.format(service=self.service), msg.data, headers={
-            "Nats-Msg-Id": f"{self.spec.durable}:{seq}", "Xf-Error": reason[:2000], "Xf-Error-Kind": kind,
-            "Xf-Original-Subject": msg.subject, "Xf-Stream-Seq": str(seq), "Xf-Consumer": self.spec.durable})
-        unit = subjects.unit_of(msg.subject, DEPARTMENT_SUBJECTS)
-        if unit is not None:
-            refusal = ev.EventRefused.of(event, unit=unit, subject=msg.subject, kind=kind, reason=reason,
-                                         by=self.service, stream_seq=seq)
-            await self.bus.js.publish(refusal.subject, ev.encode(refusal), headers={"Nats-Msg-Id": refusal.event_id})
+        try:
+            await self.bus.js.publish(subjects.DEAD_LETTER.format(service=self.service), msg.data, headers={
+                "Nats-Msg-Id": f"{self.spec.durable}:{seq}", "Xf-Error": reason[:2000], "Xf-Error-Kind": kind,
+                "Xf-Original-Subject": msg.subject, "Xf-Stream-Seq": str(seq), "Xf-Consumer": self.spec.durable})
+            unit = subjects.unit_of(msg.subject, DEPARTMENT_SUBJECTS)
+            if unit is not None:
+                refusal = ev.EventRefused.of(event, unit=unit, subject=msg.subject, kind=kind, reason=reason,
+                                             by=self.service, stream_seq=seq)
+                await self.bus.js.publish(refusal.subject, ev.encode(refusal),
+                                          headers={"Nats-Msg-Id": refusal.event_id})
+        except Exception as exc:  # noqa: BLE001
+            await self._dead_letter_failed(msg, exc)
+            return
         await msg.term()
+        if self.cannot_dead_letter is not None:
+            log.warning("dead letters are published again", extra={"fields": {"consumer": self.spec.durable}})
+        self.cannot_dead_letter = None
         self.metrics.dead_letters.labels(self.spec.durable, kind).inc()
         # The reason stays in the dead-letter header: it may quote the payload, which logs must not.
         log.warning("dead-lettered", extra={"fields": {"consumer": self.spec.durable, "seq": seq, "kind": kind}})
+
+    async def _dead_letter_failed(self, msg, exc: Exception) -> None:  # noqa: ANN001
+        self.cannot_dead_letter = f"{type(exc).__name__}: {exc}"[:300]
+        self.metrics.dead_letter_failures.labels(self.spec.durable).inc()
+        log.error("cannot publish a dead letter; the message will come back", exc_info=exc,
+                  extra={"fields": {"consumer": self.spec.durable, "seq": msg.metadata.sequence.stream}})
+        retry = self.spec.dead_letter_retry_s
+        with contextlib.suppress(Exception):  # NATS away: unsettled, it comes back after ack_wait anyway
+            await msg.nak(delay=retry[min(msg.metadata.num_delivered, len(retry)) - 1])

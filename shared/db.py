@@ -7,14 +7,26 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import Connection, DateTime, Engine, MetaData, Table, TypeDecorator, create_engine, event, text
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    MetaData,
+    Table,
+    TypeDecorator,
+    create_engine,
+    event,
+    make_url,
+    text,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -29,15 +41,22 @@ def sqlite_path(url: str) -> Path | None:
     return Path(url.split("///", 1)[1]) if url.startswith("sqlite:///") else None
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, lock_timeout_s: float = 30.0) -> Engine:
+    """An engine whose transactions wait at most ``lock_timeout_s`` for a lock (SQLite's write lock,
+    a PostgreSQL row or table lock), for a connection from the pool, and for a new connection, then
+    raise: the HTTP layer answers 503 with Retry-After, a consumer retries the batch."""
     url = normalize_url(url)
     path = sqlite_path(url)
+    wait_ms = int(lock_timeout_s * 1000)
     if path is None:
-        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+        # The URL's own options (e.g. a search_path) are kept: connect_args would replace them.
+        options = " ".join(filter(None, [make_url(url).query.get("options"), f"-c lock_timeout={wait_ms}"]))
+        return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, pool_timeout=lock_timeout_s,
+                             connect_args={"connect_timeout": max(1, round(lock_timeout_s)), "options": options})
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                           pool_size=8, max_overflow=16)
+    engine = create_engine(url, connect_args={"timeout": lock_timeout_s, "check_same_thread": False},
+                           pool_size=8, max_overflow=16, pool_timeout=lock_timeout_s)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
@@ -46,7 +65,7 @@ def make_engine(url: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={wait_ms}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
@@ -102,6 +121,19 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict]) -> int:
     # Counted with RETURNING: a driver's rowcount for a many-row insert is not to be trusted.
     stmt = dialect.insert(table).on_conflict_do_nothing().returning(*table.primary_key.columns)
     return len(conn.execute(stmt, list(rows)).all())
+
+
+def lock_keys(conn: Connection, namespace: str, keys: Iterable[str]) -> None:
+    """Serialise, until the transaction ends, the transactions of every replica that work on the same
+    keys (e.g. a case's timeline, which each re-reads and re-folds). PostgreSQL's READ COMMITTED lets
+    two replicas each fold a case without the other's uncommitted event, and the last write wins; an
+    advisory transaction lock per key, taken in sorted order (two batches never deadlock), makes the
+    second wait and then read both. SQLite needs none: BEGIN IMMEDIATE already serialises writers."""
+    if conn.dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        digest = hashlib.blake2b(f"{namespace}:{key}".encode(), digest_size=8).digest()
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)})
 
 
 # --- migrations ---------------------------------------------------------------------------------

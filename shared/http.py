@@ -14,6 +14,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 
 from shared import access, asyncapi
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound, TooManyAttempts, pydantic_field_errors
@@ -32,6 +34,14 @@ def error_body(error: str, message: str, fields: list[FieldError] | None = None,
 
 
 BodyRules = Callable[[str, object], list[FieldError]]
+DB_RETRY_AFTER_S = 5
+
+
+def _unavailable(exc: DBAPIError) -> bool:
+    """A database that cannot answer now (lock wait ran out, connection refused or lost), as opposed
+    to a statement that is wrong (which stays a 500: a bug to fix, not a moment to wait out)."""
+    return (isinstance(exc, OperationalError) or exc.connection_invalidated
+            or "lock" in type(exc.orig).__name__.lower())
 
 
 def install_error_handlers(app: FastAPI, body_rules: BodyRules | None = None) -> None:
@@ -65,6 +75,20 @@ def install_error_handlers(app: FastAPI, body_rules: BodyRules | None = None) ->
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse(error_body("not_found", exc.message), status_code=404)
+
+    @app.exception_handler(DBAPIError)
+    @app.exception_handler(SQLAlchemyTimeout)
+    async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        """Locked past the engine's short wait, or unreachable: 503, never a bare 500. The transaction
+        either committed or rolled back as a whole, so a retry with the same Idempotency-Key is safe:
+        a request that was stored is answered as it was the first time."""
+        if isinstance(exc, DBAPIError) and not _unavailable(exc):
+            raise exc
+        log.warning("database unavailable", extra={"fields": {"error": type(getattr(exc, "orig", exc)).__name__}})
+        return JSONResponse(error_body(
+            "database_unavailable", "the database is busy or unreachable; retry after the given seconds with the "
+            "same Idempotency-Key (a request that was stored is answered as it was)",
+            retry_after=DB_RETRY_AFTER_S), status_code=503, headers={"Retry-After": str(DB_RETRY_AFTER_S)})
 
     @app.exception_handler(TooManyAttempts)
     async def _too_many(_request: Request, exc: TooManyAttempts) -> JSONResponse:
@@ -174,7 +198,7 @@ def _too_large(limit: int) -> JSONResponse:
                                    [FieldError("body", f"at most {limit} bytes")]), status_code=413)
 
 
-def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[], Awaitable[dict[str, bool]]],
+def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[], Awaitable[dict]],
                    *, max_body: int, large_bodies: dict[str, tuple[int, str]] | None = None,
                    body_rules: BodyRules | None = None) -> None:
     """``large_bodies``: path suffix → (byte limit, content type) for routes that take more than
@@ -190,9 +214,8 @@ def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[]
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> JSONResponse:
-        checks = await readiness()
-        return JSONResponse({"ready": all(checks.values()), "checks": checks},
-                            status_code=200 if all(checks.values()) else 503)
+        body = await readiness()  # {"ready": bool, "checks": {name: bool}, "problems": {name: words}}
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> PlainTextResponse:

@@ -29,6 +29,16 @@ class ServiceMetrics:
                                 "Events taken from the stream, by consumer and outcome "
                                 "(applied, duplicate, retried)", ["consumer", "outcome"], registry=r)
         self.dead_letters = Counter("xf_dead_letters_total", "Messages moved to the dead-letter subject, by kind "
-                                    "(undecodable, rejected, failed)", ["consumer", "kind"], registry=r)
+                                    "(undecodable, forged, rejected, conflict, failed)", ["consumer", "kind"], registry=r)
+        self.consumer_healthy = Gauge("xf_consumer_healthy", "1 while the consumer fetches and can dead-letter "
+                                      "(its problem, if any, is on /readyz)", ["consumer"], registry=r)
+        self.consumer_fetch_age = Gauge("xf_consumer_last_fetch_age_seconds",
+                                        "Seconds since the consumer last fetched from its stream", ["consumer"],
+                                        registry=r)
+        self.consumer_restarts = Counter("xf_consumer_restarts_total", "Stalled consumers stopped and started again",
+                                         ["consumer"], registry=r)
+        self.dead_letter_failures = Counter("xf_dead_letter_publish_failures_total",
+                                            "Dead letters that could not be published (the message comes back)",
+                                            ["consumer"], registry=r)
         self.nats_connected = Gauge("xf_nats_connected", "1 while the service's NATS connection is up",
                                     registry=r)

@@ -73,17 +73,25 @@ class Settings(BaseSettings):
     repeat_similarity: float = Field(0.5, ge=0.0, le=1.0)
     import_chunk_rows: int = Field(500, ge=1, le=2000)
 
+    # How long a transaction waits for a database lock, a pooled connection or a new connection
+    # before it gives up: an HTTP request then answers 503 with Retry-After, a consumer retries.
+    db_lock_timeout_s: float = Field(5.0, gt=0)
+
     # Outbox relay.
     relay_batch: int = 500
     relay_poll_s: float = 0.5
     relay_lease_s: float = 30.0
-    outbox_retention_days: int = 30
+    # XF_OUTBOX_RETENTION_DAYS: sent outbox rows are kept this long, what `xinfang reconcile` can check
+    # against the stream (DESIGN §8); the relay deletes older ones hourly. 0 or less would delete at once.
+    outbox_retention_days: int = Field(30, ge=1)
 
     # Durable consumers: a message unacknowledged this long goes to another replica; a message that
     # failed this many times goes to the dead-letter subject.
     consumer_ack_wait_s: float = 30.0
     consumer_batch: int = Field(100, ge=1, le=1000)  # events fetched and applied per transaction
     consumer_max_deliver: int = 5
+    # A consumer that has not fetched for this long is reported not ready, and restarted when idle.
+    consumer_stall_s: float = Field(60.0, gt=0)
     # A department's event stamped at most this long before the bus received it is placed at the
     # receipt time on the case's timeline (its server clock may run a few minutes behind).
     clock_tolerance_s: float = Field(300.0, ge=0)

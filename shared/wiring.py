@@ -40,7 +40,7 @@ class ServicePlumbing:
         self.clock = clock or (ManualClock(settings.clock_start or SystemClock().now()) if settings.time_travel
                                else SystemClock())
         self.db_url = settings.db_url(service)
-        self.engine = make_engine(self.db_url)
+        self.engine = make_engine(self.db_url, lock_timeout_s=settings.db_lock_timeout_s)
         self.bus = Bus(settings, name=service)
         self.relay = OutboxRelay(self.engine, outbox, self.bus, batch=settings.relay_batch,
                                  poll_s=settings.relay_poll_s, lease_s=settings.relay_lease_s,
@@ -67,7 +67,7 @@ class ServicePlumbing:
         ``table`` with ``ctx``; its filter subjects are the table's."""
         s = self.settings
         spec = ConsumerSpec(durable=self.service, filter_subjects=table.subjects, ack_wait_s=s.consumer_ack_wait_s,
-                            max_deliver=s.consumer_max_deliver, batch=s.consumer_batch)
+                            max_deliver=s.consumer_max_deliver, batch=s.consumer_batch, stall_s=s.consumer_stall_s)
         consumer = DurableConsumer(self.service, self.bus, self.uow, inbox, spec, table.bind(ctx), self.metrics)
         self.consumers.append(consumer)
         return consumer
@@ -80,7 +80,7 @@ class ServicePlumbing:
                 await hook()
             self.bus.start()
             tasks = [asyncio.create_task(self.relay.run())]
-            tasks += [asyncio.create_task(w.run()) for w in self.workers]
+            tasks += [asyncio.create_task(w.run()) for w in [*self.workers, *self.consumers]]
             yield
             for worker in [*self.consumers, *self.workers]:  # stop taking work, finish the batch in hand
                 await worker.stop()
@@ -96,7 +96,8 @@ class ServicePlumbing:
         """The service's FastAPI app: lifespan, the common HTTP parts, time travel, its routes.
         ``state`` goes on ``app.state`` (the use-case context); ``http`` to ``install_common``."""
         app = FastAPI(title=f"xinfang {self.service}", version="1", lifespan=self.lifespan(), description=description)
-        for key, value in {**state, "relay": self.relay, "bus": self.bus, "tokens": self.tokens}.items():
+        for key, value in {**state, "relay": self.relay, "bus": self.bus, "tokens": self.tokens,
+                           "consumers": self.consumers}.items():
             setattr(app.state, key, value)
         install_common(app, self.metrics, self.readiness, max_body=self.settings.max_body_bytes, **http)
         self.install_time_travel(app)
@@ -120,9 +121,23 @@ class ServicePlumbing:
                 raise Conflict(str(exc), {"now": clock.now().isoformat()}) from None
             return {"now": clock.now()}
 
-    async def readiness(self) -> dict[str, bool]:
+    async def readiness(self) -> dict:
+        """/readyz: the database, NATS and each consumer (fetching, able to dead-letter). A service
+        with consumers is not ready without NATS; intake is (its outbox keeps every case until NATS
+        is back), and says so in its checks."""
         self.metrics.nats_connected.set(1 if self.bus.connected else 0)
-        return {"nats": self.bus.connected, "database": await asyncio.to_thread(self._db_ok)}
+        checks = {"nats": self.bus.connected, "database": await asyncio.to_thread(self._db_ok)}
+        problems = {name: "unreachable" for name, ok in checks.items() if not ok}
+        for consumer in self.consumers:
+            problem = consumer.health()
+            checks[f"consumer:{consumer.spec.durable}"] = problem is None
+            if problem is not None:
+                problems[f"consumer:{consumer.spec.durable}"] = problem
+        if problems:
+            log.warning("not ready", extra={"fields": problems})
+        optional = {"nats"} if not self.consumers else set()
+        ready = all(ok for name, ok in checks.items() if name not in optional)
+        return {"ready": ready, "checks": checks, **({"problems": problems} if problems else {})}
 
     def _db_ok(self) -> bool:
         try:

@@ -1,6 +1,7 @@
 """A scripted county history for scoring's tests: a few hundred cases across channels, units,
 overdue, extensions, reviews, repeats and collective petitions — as events, and as the plain
-facts the script knows it produced, from which the tests compute every figure independently."""
+facts the script knows it produced, from which the tests compute every figure independently. Every
+event is legal where it falls in its case's lifecycle (shared/lifecycle.py): scoring counts no other."""
 from __future__ import annotations
 
 import random
@@ -171,8 +172,11 @@ def _events(p: Planned) -> list[ev.Event]:
             out.append(ev.PetitionerFeedback(case_id=p.case_id, occurred_at=at(24), actor=SYS, satisfied=p.feedback))
         if p.reviews and p.feedback is False:
             out.append(ev.ReviewRequested(case_id=p.case_id, occurred_at=at(24), actor=SYS, level="review", reason="r"))
-            if p.re_reviews:
-                out.append(ev.ReviewRequested(case_id=p.case_id, occurred_at=at(24 * 20), actor=SYS, level="re_review",
+            if p.re_reviews:  # 复查 answered, the resident still not satisfied: 复核 of that answer
+                out.append(ev.CaseReplied(case_id=p.case_id, occurred_at=at(24 * 20), actor=SYS, unit=p.lead,
+                                          result="explained", text="t"))
+                out.append(ev.PetitionerFeedback(case_id=p.case_id, occurred_at=at(24), actor=SYS, satisfied=False))
+                out.append(ev.ReviewRequested(case_id=p.case_id, occurred_at=at(24), actor=SYS, level="re_review",
                                               reason="r"))
             out.append(ev.CaseReplied(case_id=p.case_id, occurred_at=at(24 * 20), actor=SYS, unit=p.lead,
                                       result="explained", text="t"))

@@ -3,7 +3,7 @@ runs on FastStream's in-memory ``TestNatsBroker`` — the same subscriber the se
 a server (which cannot show acks, redelivery, de-duplication or streams: the real-server tests do)."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -44,10 +44,12 @@ def test_a_consumers_filter_subjects_are_its_tables_event_subjects(table, expect
     assert set(table.subjects) == {subjects.wildcard(t.subject_template) for t in table.handlers}
 
 
-def test_scoring_reads_every_event_its_figures_need_and_nothing_addressed_to_units_alone() -> None:
+def test_scoring_reads_every_event_the_lifecycle_folds_and_nothing_addressed_to_units_alone() -> None:
     got = set(scoring_handlers.HANDLERS.subjects)
-    assert {"cases.received", "cases.assigned.*", "cases.closed", "visits.logged", "drives.opened"} <= got
-    assert not {"cases.refused.*", "cases.notified.*", "cases.reminded.*"} & got
+    # It folds each case as supervision does (shared/lifecycle.py), so it reads what supervision reads.
+    assert set(supervision_handlers.HANDLERS.subjects) <= got
+    assert {"cases.closed", "cases.reminded.*", "visits.logged", "drives.opened"} <= got
+    assert not {"cases.refused.*", "cases.notified.*"} & got
 
 
 def app_of(service: str, tmp_path: Path) -> tuple[FastAPI, str]:
@@ -109,7 +111,15 @@ async def test_supervision_folds_the_case_and_tells_a_unit_its_sign_for_is_refus
 
 async def test_scoring_projects_a_received_and_closed_case_into_its_figures(tmp_path: Path) -> None:
     app, _url = app_of("scoring", tmp_path)
-    closed = ev.CaseClosed(case_id=CASE.case_id, actor=ev.Actor(kind="service", id="supervision"), reason="satisfied")
-    await deliver(app, CASE, closed)
+    unit = ev.Actor(kind="unit", id="forestry")
+    lifecycle = [  # what the lifecycle needs before a close counts
+        ev.CaseAssigned(case_id=CASE.case_id, unit="forestry", actor=ev.Actor(kind="service", id="routing"),
+                        role="lead", case=ev.CaseBrief.of(CASE), occurred_at=NOW),
+        ev.UnitSigned(case_id=CASE.case_id, unit="forestry", actor=unit, occurred_at=NOW),
+        ev.CaseReplied(case_id=CASE.case_id, unit="forestry", actor=unit, occurred_at=NOW, result="resolved",
+                      text="已办理采伐许可"),
+        ev.CaseClosed(case_id=CASE.case_id, actor=ev.Actor(kind="service", id="supervision"), reason="satisfied",
+                      occurred_at=NOW + timedelta(minutes=1))]  # after the unit's events, placed at their receipt
+    await deliver(app, CASE, *lifecycle)
     figures = scoring_service.report(app.state.scoring, str(NOW.astimezone(CHINA_TZ).year))["figures"]
     assert (figures["received"], figures["closed"], figures["closure_rate"]) == (1, 1, 1.0)

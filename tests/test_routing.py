@@ -7,8 +7,10 @@ import time
 import nats
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Table, func, select
 
+from services.intake import tables as intake_tables
+from services.routing import tables as routing_tables
 from services.units.client import Refused, UnitClient
 from shared import events as ev
 from shared.settings import Settings
@@ -22,11 +24,20 @@ def submit(intake: TestClient, n: int = 1, **fields) -> str:
 
 
 def assigned(settings: Settings, engines: list[Engine], case_id: str | None = None) -> list[ev.CaseAssigned]:
-    """Every CaseAssigned in the stream once both outboxes are drained (nothing more can arrive)."""
-    for engine in engines:
-        wait_until(lambda e=engine: outbox_pending(e) == 0, what="the outboxes to drain")
+    """Every CaseAssigned in the stream once routing has decided every case intake stored and both
+    outboxes are drained (nothing more can arrive: a decision and its events commit together)."""
+    intake_db, routing_db = engines
+    wait_until(lambda: outbox_pending(intake_db) == 0, what="intake's outbox to drain")
+    wait_until(lambda: rows(routing_db, routing_tables.cases) >= rows(intake_db, intake_tables.cases),
+               what="routing to decide every case")
+    wait_until(lambda: outbox_pending(routing_db) == 0, what="routing's outbox to drain")
     events = [e for _, e in read_subject(settings.nats_url, "cases.assigned.*")]
     return [e for e in events if case_id is None or e.case_id == case_id]
+
+
+def rows(engine: Engine, table: Table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar_one()
 
 
 def routed(routing: TestClient, case_id: str) -> dict:
@@ -76,7 +87,8 @@ def test_a_case_reaches_the_unit_the_rules_name_within_a_second_exactly_once_and
 def test_a_unit_started_after_ten_assignments_receives_all_ten(
         intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
     numbers = {submit(intake, n=i, category="forestry_rights", title=f"山林界址纠纷第{i}起") for i in range(10)}
-    assert len(assigned(settings, [intake_db, routing_db])) >= 10
+    # Drained outboxes are not enough: routing may not have consumed every receipt yet.
+    wait_until(lambda: len(assigned(settings, [intake_db, routing_db])) >= 10, what="ten assignments")
 
     async def late_unit() -> list[ev.Event]:
         async with UnitClient(settings.nats_url, "forestry") as unit:

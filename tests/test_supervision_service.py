@@ -47,3 +47,47 @@ def test_shuffled_batches_store_the_same_state_as_ordered_delivery(database, see
     assert mixed == ordered
     assert ordered["case"]["state"] == "closed"
     assert {s for _, s in ordered["timeline"]} == {"applied"}
+
+
+def replica(url: str) -> Supervision:
+    return Supervision(uow=UnitOfWork(make_engine(url)), directory=load_directory(CONFIG),
+                       policy=load_policy(CONFIG), clock=ManualClock(T0), metrics=SupervisionMetrics(),
+                       settings=Settings())
+
+
+def test_two_replicas_folding_one_case_at_once_leave_it_in_the_state_of_all_its_events(database) -> None:  # noqa: ANN001
+    """Found by the fault matrix on PostgreSQL: replica B re-folded a case without replica A's
+    uncommitted receipt and overwrote A's state with ``new``; the case was never folded again."""
+    import threading
+
+    url = database("supervision_replicas")
+    migrate("supervision", url)
+    received, assigned, co = lifecycle()[:3]
+    a, b = replica(url), replica(url)
+    with a.uow.begin() as conn:  # the assignment came first: the case waits for its receipt
+        apply_events(a, conn, [Delivery(assigned, assigned.subject, assigned.occurred_at)])
+    a_in_transaction, b_done = threading.Event(), threading.Event()
+
+    def replica_a() -> None:
+        with a.uow.begin() as conn:
+            apply_events(a, conn, [Delivery(received, received.subject, received.occurred_at)])
+            a_in_transaction.set()
+            b_done.wait(timeout=2)  # B's chance to fold the case while A's receipt is uncommitted
+
+    def replica_b() -> None:
+        a_in_transaction.wait(timeout=30)
+        with b.uow.begin() as conn:
+            apply_events(b, conn, [Delivery(co, co.subject, co.occurred_at)])
+        b_done.set()
+
+    threads = [threading.Thread(target=replica_a), threading.Thread(target=replica_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    with a.uow.engine.connect() as conn:
+        state = conn.execute(select(tables.cases.c.state)).scalar_one()
+        statuses = set(conn.execute(select(tables.timeline.c.status)).scalars())
+    a.uow.engine.dispose()
+    b.uow.engine.dispose()
+    assert (state, statuses) == ("assigned", {"applied"})

@@ -34,7 +34,7 @@ HANDLERS = HandlerTable({
     ev.CaseReceived: on_received,
     ev.CaseReturned: on_returned,
     ev.CaseClosed: on_closed,
-}, reject=service.reject)
+})  # unknown codes: refused by the shared consumer (shared/verdict.py), as in every service
 
 
 def answer_assignment(routing: Routing, unit: str, request: bytes) -> AssignmentAnswer:

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, select, update
 from services.routing import domain, tables
 from services.routing.domain import CaseFacts, Decision, Explanation
 from shared import events as ev
+from shared import verdict
 from shared.clock import Clock
 from shared.db import UnitOfWork
 from shared.directory import Directory
@@ -47,19 +48,6 @@ class Routing:
 
 # --- from the stream ----------------------------------------------------------------------------
 
-def reject(routing: Routing, event: ev.Event) -> str | None:
-    """Events naming codes this county does not have go to the dead-letter subject at once."""
-    d = routing.directory
-    if isinstance(event, ev.CaseReceived):
-        if event.township not in d.townships:
-            return f"unknown township {event.township!r}"
-        if event.category is not None and event.category not in d.categories:
-            return f"unknown category {event.category!r}"
-    if isinstance(event, ev.UnitCaseEvent) and event.unit not in d.units:
-        return f"unknown unit {event.unit!r}"
-    return None
-
-
 def _after(routing: Routing, cause: ev.Event) -> datetime:
     """When routing acts on an event: now, but never before the event itself (clocks of services
     and departments differ), so a case's timeline keeps cause before effect."""
@@ -67,6 +55,9 @@ def _after(routing: Routing, cause: ev.Event) -> datetime:
 
 
 def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
+    """A new case: routed. A second receipt of a case number (another event id) is refused."""
+    held = conn.execute(select(tables.cases.c.case_id).where(tables.cases.c.case_id == case.case_id)).first()
+    verdict.check_receipt(case.case_id, held is not None)
     now = _after(routing, case)
     brief = ev.CaseBrief.of(case)
     conn.execute(tables.cases.insert(), {

@@ -1,6 +1,8 @@
 """Wiring of the scoring service: ``create_app()`` builds a fresh app (tests build many)."""
 from __future__ import annotations
 
+from datetime import timedelta
+
 from fastapi import FastAPI
 
 from services.scoring import api, handlers, tables
@@ -8,6 +10,7 @@ from services.scoring.service import Scoring, ScoringMetrics
 from shared.clock import Clock, SystemClock
 from shared.db import UnitOfWork
 from shared.directory import Directory, load_directory
+from shared.policy import load_policy
 from shared.scoring_weights import load_weights
 from shared.settings import Settings
 from shared.wiring import ServicePlumbing
@@ -17,8 +20,11 @@ SERVICE = "scoring"
 
 def build_scoring(settings: Settings, uow: UnitOfWork, metrics: ScoringMetrics, clock: Clock | None = None,
                   directory: Directory | None = None) -> Scoring:
+    """Scoring folds each case as supervision does: the same deadline policy, service types and clock
+    tolerance, from the same settings and config files."""
     return Scoring(uow=uow, directory=directory or load_directory(settings.config_dir),
-                   weights=load_weights(settings.config_dir), clock=clock or SystemClock(), metrics=metrics)
+                   weights=load_weights(settings.config_dir), clock=clock or SystemClock(), metrics=metrics,
+                   policy=load_policy(settings.config_dir), clock_tolerance=timedelta(seconds=settings.clock_tolerance_s))
 
 
 def create_app(settings: Settings | None = None, clock: Clock | None = None,

@@ -25,7 +25,8 @@ def rebuild(settings: Settings) -> int:
     result = asyncio.run(replay(scoring, settings))
     elapsed = time.monotonic() - started
     print(f"rebuilt from {result['stream_last_seq']} stored events: {result['applied']} applied, "
-          f"{result['skipped']} undecodable skipped, {elapsed:.1f} s "
+          f"{result['skipped']} skipped (undecodable, forged or naming unknown codes), "
+          f"{result['refused']} refused (a second receipt), {elapsed:.1f} s "
           f"({result['stream_last_seq'] / elapsed if elapsed else 0:.0f} events/s)")
     engine.dispose()
     return 0

@@ -2,6 +2,11 @@
 them (:data:`FACT_RULES`), the figures of a set of cases, a unit's scorecard from the weights, and
 the accountability list (责任追究).
 
+A case's facts count only the events its lifecycle applied (:func:`counted_facts`, with the same
+fold as supervision's, ``shared/lifecycle.py``): a sign-for by a unit that does not hold the case, a
+reply before the sign-for or a second close moves no figure, so no score counts what the lifecycle
+refused.
+
 Every figure counts the cases *received* in the period (the received date, county time, decides
 the period); a late or out-of-order event updates its case, so it moves the figures of the period
 the case belongs to. Rates are rounded half-up to 0.1% for reports; scores to 0.01.
@@ -14,14 +19,16 @@ from datetime import datetime
 from typing import Any
 
 from shared import events as ev
+from shared import lifecycle
 from shared.directory import Directory
+from shared.policy import DeadlinePolicy
 from shared.scoring_weights import RATE_METRICS, Weights
 
 
 @dataclass(slots=True)
 class CaseFacts:
-    """What scoring knows of one case (one row of ``case_facts``). Null until the event that sets it
-    arrives: events of other subjects may come before the case's receipt (受理)."""
+    """What scoring knows of one case (one row of ``case_facts``), from the events its lifecycle
+    applied (:func:`counted_facts`). Null until an applied event sets it."""
 
     case_id: str
     # 受理登记: set by CaseReceived
@@ -155,8 +162,8 @@ def on_closed(f: CaseFacts, e: ev.CaseClosed) -> None:
     f.closed_at = _later(f.closed_at, e.occurred_at)
 
 
-# event type → how it moves a case's facts; scoring's consumer subscribes to these (and to visits
-# and drives, handlers.HANDLERS).
+# event type → how it moves a case's facts, when the case's fold applies it. Scoring's consumer
+# subscribes to every event the lifecycle folds, and to visits and drives (handlers.HANDLERS).
 FACT_RULES: dict[type[ev.Event], Callable[[CaseFacts, ev.Event], None]] = {
     ev.CaseReceived: on_received,
     ev.CaseAssigned: on_lead_assigned,
@@ -171,6 +178,22 @@ FACT_RULES: dict[type[ev.Event], Callable[[CaseFacts, ev.Event], None]] = {
     ev.ReviewRequested: on_review_requested,
     ev.CaseClosed: on_closed,
 }
+
+
+def counted_facts(case_id: str, events: list[ev.Event], placed: list[datetime], policy: DeadlinePolicy,
+                  agent_days: dict[str, int]) -> CaseFacts | None:
+    """The case's facts from scratch, moved only by the events its lifecycle fold applies (the rules
+    commute, so their order does not matter); None while its receipt has not arrived (pending:
+    nothing counts until the receipt, as in supervision). ``placed``: each event's
+    :func:`shared.lifecycle.placed_at`, as supervision places it."""
+    state, verdicts = lifecycle.fold(events, policy, agent_days, placed)
+    if state.state == lifecycle.State.NEW:
+        return None
+    facts = CaseFacts(case_id)
+    for event, verdict in zip(events, verdicts):
+        if verdict.applied and (rule := ev.entry_for(FACT_RULES, event)) is not None:
+            rule(facts, event)
+    return facts
 
 
 # --- predicates ---------------------------------------------------------------------------------

@@ -5,23 +5,28 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cached_property
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, Text, bindparam, cast, delete, select
 
 from services.scoring import domain, tables
 from shared import events as ev
+from shared import lifecycle
 from shared.clock import Clock
-from shared.db import UnitOfWork, insert_ignore
+from shared.consumer import Delivery
+from shared.db import UnitOfWork, insert_ignore, lock_keys
 from shared.directory import Directory
 from shared.errors import Conflict, FieldError, InvalidInput
 from shared.metrics import ServiceMetrics
 from shared.outbox import enqueue
-from shared.policy import CHINA_TZ
+from shared.policy import CHINA_TZ, DeadlinePolicy
 from shared.scoring_weights import Weights
+from shared.verdict import check_receipt
 
+DECODED_KEPT = 20_000  # decoded events kept in memory (about 20 MB): a stream's cases are near in time
 FILTERS = ("unit", "township", "channel", "category", "drive", "leader")
 _COLUMN = {"unit": "lead_unit", "township": "township", "channel": "channel", "category": "category",
            "drive": "drive_id", "leader": "leader_id"}
@@ -41,22 +46,84 @@ class Scoring:
     weights: Weights
     clock: Clock
     metrics: ScoringMetrics
+    # The case's fold needs what supervision's has: the deadline policy and how far a department's
+    # clock may lag (settings.clock_tolerance_s, for lifecycle.placed_at).
+    policy: DeadlinePolicy
+    clock_tolerance: timedelta
+    decoded: dict[str, ev.Event] = field(default_factory=dict, repr=False)  # load_timelines' memory
+
+    @cached_property
+    def agent_days(self) -> dict[str, int]:
+        """The time limit in days of each delegated (代办) service type, as supervision folds with."""
+        return {code: s.time_limit_days for code, s in self.directory.service_types.items()}
 
 
 # --- the projection -----------------------------------------------------------------------------
 
-def apply_events(scoring: Scoring, conn: Connection, events: list[ev.Event]) -> None:
-    """Project a batch (the live consumer's, or a rebuild's): the facts of its cases are loaded once,
-    moved by each event's rule (``domain.FACT_RULES``) and stored once; night visits and drives are
-    recorded. Events of other types change nothing."""
-    facts = load_facts(conn, {e.case_id for e in events if ev.entry_for(domain.FACT_RULES, e)})
-    stored = {case_id: f.as_row() for case_id, f in facts.items()}
-    for e in events:
-        if (rule := ev.entry_for(domain.FACT_RULES, e)) is not None:
-            rule(facts.setdefault(e.case_id, domain.CaseFacts(e.case_id)), e)
-        elif (record := ev.entry_for(RECORDS, e)) is not None:
-            record(conn, e)
+def apply_events(scoring: Scoring, conn: Connection, batch: list[Delivery]) -> None:
+    """Project a batch (the live consumer's, or a rebuild's): its lifecycle events join their cases'
+    events, each case it touches is re-folded once (``shared/lifecycle.py``, as supervision folds
+    it) and its facts, counted from the events the fold applied, stored once; night visits and drives
+    are recorded. A second receipt of a case raises :class:`shared.verdict.Refusal` (the consumer
+    dead-letters it); events of other types change nothing."""
+    cases: list[Delivery] = []
+    for d in batch:
+        if (record := ev.entry_for(RECORDS, d.event)) is not None:
+            record(conn, d.event)
+        elif ev.entry_for(lifecycle.TRANSITIONS, d.event) is not None:
+            cases.append(d)
+    if not cases:
+        return
+    # Replicas fold one case one at a time (shared/db.py lock_keys), before reading its events.
+    lock_keys(conn, "scoring:case", (d.event.case_id for d in cases))
+    timelines = load_timelines(conn, {d.event.case_id for d in cases}, scoring.decoded)
+    kept = {e.event_id for timeline in timelines.values() for e, _ in timeline}
+    received = {e.case_id for timeline in timelines.values() for e, _ in timeline if isinstance(e, ev.CaseReceived)}
+    rows = []
+    for d in cases:
+        e = d.event
+        if e.event_id in kept:
+            continue  # already kept: the inbox drops redeliveries, this is a backstop
+        if isinstance(e, ev.CaseReceived):
+            check_receipt(e.case_id, e.case_id in received)
+            received.add(e.case_id)
+        placed = lifecycle.placed_at(e, d.received_at, scoring.clock_tolerance)
+        timelines.setdefault(e.case_id, []).append((e, placed))
+        kept.add(e.event_id)
+        rows.append({"event_id": e.event_id, "case_id": e.case_id, "type": e.type, "occurred_at": e.occurred_at,
+                     "placed_at": placed, "payload": e.model_dump(mode="json")})
+    if rows:
+        conn.execute(tables.case_events.insert(), rows)
+    touched = {case_id for case_id in timelines if timelines[case_id]}
+    stored = {case_id: f.as_row() for case_id, f in load_facts(conn, touched).items()}
+    facts = {}
+    for case_id in touched:
+        events, placed = [e for e, _ in timelines[case_id]], [p for _, p in timelines[case_id]]
+        counted = domain.counted_facts(case_id, events, placed, scoring.policy, scoring.agent_days)
+        if counted is not None:
+            facts[case_id] = counted
     store_facts(conn, facts, stored)
+
+
+def load_timelines(conn: Connection, case_ids: set[str], decoded: dict[str, ev.Event]
+                   ) -> dict[str, list[tuple[ev.Event, datetime]]]:
+    """The lifecycle events kept of those cases, each with its placed time, by case id (one query).
+
+    A stored event never changes, and a case is re-folded at every batch that touches it: ``decoded``
+    keeps the events already read by id, so each payload is parsed once per process, not once per
+    fold (the payload comes as text, parsed only when new)."""
+    t = tables.case_events
+    out: dict[str, list[tuple[ev.Event, datetime]]] = {}
+    rows = conn.execute(select(t.c.case_id, t.c.event_id, t.c.placed_at, cast(t.c.payload, Text))
+                        .where(t.c.case_id.in_(case_ids)))
+    for case_id, event_id, placed_at, payload in rows:
+        event = decoded.get(event_id)
+        if event is None:
+            event = decoded[event_id] = ev.decode_dict(json.loads(payload))
+        out.setdefault(case_id, []).append((event, placed_at))
+    while len(decoded) > DECODED_KEPT:  # the oldest first
+        del decoded[next(iter(decoded))]
+    return out
 
 
 def load_facts(conn: Connection, case_ids: set[str]) -> dict[str, domain.CaseFacts]:
@@ -69,16 +136,20 @@ def load_facts(conn: Connection, case_ids: set[str]) -> dict[str, domain.CaseFac
 
 
 def store_facts(conn: Connection, facts: dict[str, domain.CaseFacts], stored: dict[str, dict]) -> None:
-    """Insert the facts of new cases; update, in the cases ``stored`` (as loaded), what changed."""
+    """Insert the facts of new cases; update, in the cases ``stored`` (as loaded), what changed; a
+    stored case without facts now (pending: no receipt behind it) loses its row."""
     c = tables.case_facts
     rows = {case_id: f.as_row() for case_id, f in facts.items()}
     new = [row for case_id, row in rows.items() if case_id not in stored]
     if new:
         conn.execute(c.insert(), new)
-    for case_id, before in stored.items():
-        changed = {k: v for k, v in rows[case_id].items() if v != before[k]}
-        if changed:
-            conn.execute(c.update().where(c.c.case_id == case_id).values(**changed))
+    gone = [case_id for case_id in stored if case_id not in rows]
+    if gone:
+        conn.execute(c.delete().where(c.c.case_id.in_(gone)))
+    changed = [{"key": case_id, **rows[case_id]} for case_id, before in stored.items()
+               if case_id in rows and rows[case_id] != before]
+    if changed:  # one statement for the batch, whole rows
+        conn.execute(c.update().where(c.c.case_id == bindparam("key")), changed)
 
 
 def record_visit(conn: Connection, e: ev.NightVisitLogged) -> None:
@@ -198,7 +269,9 @@ def close_period(scoring: Scoring, period: str, closed_by: str) -> dict:
 # --- rebuild ------------------------------------------------------------------------------------
 
 def drop_projection(scoring: Scoring) -> None:
-    """Empty the projection and its inbox (frozen periods stay) before a replay."""
+    """Empty the projection (the cases' events and facts, visits, drives) and its inbox before a
+    replay; frozen periods stay."""
     with scoring.uow.begin() as conn:
         for table in tables.PROJECTION + (tables.inbox,):
             conn.execute(delete(table))
+    scoring.decoded.clear()

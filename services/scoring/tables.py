@@ -1,5 +1,6 @@
-"""Scoring's projection: one row of facts per case, plus night visits and drives, all rebuilt from
-the stream. Frozen periods are kept apart: a rebuild does not touch what was published."""
+"""Scoring's projection: each case's lifecycle events and one row of facts per case (counted from
+the events the case's fold applied), plus night visits and drives, all rebuilt from the stream.
+Frozen periods are kept apart: a rebuild does not touch what was published."""
 from __future__ import annotations
 
 from sqlalchemy import JSON, Boolean, Column, Date, Integer, MetaData, String, Table
@@ -13,7 +14,7 @@ metadata = MetaData()
 case_facts = Table(
     "case_facts", metadata,
     Column("case_id", String(32), primary_key=True),
-    # Null until CaseReceived arrives: events of other subjects may come first.
+    # A case has a row once its CaseReceived has arrived (before that it is pending: nothing counts).
     Column("received_at", UtcDateTime(), index=True),
     Column("channel", String(16)),
     Column("township", String(64)),
@@ -45,6 +46,18 @@ case_facts = Table(
     Column("returns", JSON, nullable=False),  # the units that returned it
 )
 
+# Every lifecycle event of every case, as the bus delivered it: a batch re-folds each case it touches
+# from here (shared/lifecycle.py), and the case's facts count only the events the fold applied.
+case_events = Table(
+    "case_events", metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("case_id", String(32), nullable=False, index=True),
+    Column("type", String(64), nullable=False),
+    Column("occurred_at", UtcDateTime(), nullable=False),  # as the publisher stated it
+    Column("placed_at", UtcDateTime(), nullable=False),  # when it counts as having happened (lifecycle.placed_at)
+    Column("payload", JSON, nullable=False),
+)
+
 visits = Table(
     "visits", metadata,
     Column("visit_id", String(64), primary_key=True),
@@ -70,6 +83,6 @@ frozen_periods = Table(
     Column("closed_at", UtcDateTime(), nullable=False),
 )
 
-PROJECTION = (case_facts, visits, drives)
+PROJECTION = (case_facts, case_events, visits, drives)
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)

@@ -16,17 +16,11 @@ from shared.consumer import HandlerTable
 log = logging.getLogger(__name__)
 
 
-def reject(sup: Supervision, event: ev.Event) -> str | None:
-    unit = getattr(event, "unit", None)
-    if unit is not None and unit not in sup.directory.units:
-        return f"unknown unit {unit!r}"
-    return None
-
-
 # Every event the lifecycle has a transition for, but supervision's own (those are on the timeline
-# the moment they are decided). A batch is recorded, then each touched case re-folded once.
+# the moment they are decided). A batch is recorded, then each touched case re-folded once. Unknown
+# codes are refused by the shared consumer (shared/verdict.py), as in every service.
 HANDLERS = HandlerTable({t: f for t, f in domain.TRANSITIONS.items() if t.published_by != "supervision"},
-                        reject=reject, apply_batch=service.apply_events)
+                        apply_batch=service.apply_events)
 
 
 def answer_timeline(sup: Supervision, unit: str, request: bytes) -> ev.TimelineAnswer:

@@ -19,7 +19,7 @@ from shared import events as ev
 from shared import keys as keyring
 from shared.clock import Clock
 from shared.consumer import Delivery
-from shared.db import UnitOfWork, insert_ignore
+from shared.db import UnitOfWork, insert_ignore, lock_keys
 from shared.directory import Directory
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound
 from shared.keys import Keys
@@ -28,6 +28,7 @@ from shared.outbox import enqueue
 from shared.policy import DeadlinePolicy
 from shared.ratelimit import ResidentLimits
 from shared.settings import Settings
+from shared.verdict import check_receipt
 
 SUPERVISION = ev.Actor(kind="service", id="supervision")
 ALERT_EVENTS = {"reminded": ev.CaseReminded, "overdue": ev.CaseOverdue, "escalated": ev.CaseEscalated}
@@ -70,14 +71,24 @@ class Supervision:
 # --- from the stream ----------------------------------------------------------------------------
 
 def apply_events(sup: Supervision, conn: Connection, batch: list[Delivery]) -> None:
-    """The consumer's batch: every event on its case's timeline, then each touched case re-folded once."""
+    """The consumer's batch: every event on its case's timeline, then each touched case re-folded once.
+    The batch's cases are locked first (replicas fold one case one at a time, ``lock_keys``)."""
+    lock_keys(conn, "supervision:case", (d.event.case_id for d in batch))
     touched: list[str] = []
     for d in batch:
+        if isinstance(d.event, ev.CaseReceived):
+            check_receipt(d.event.case_id, _received_under_another_id(conn, d.event))
         _record(conn, d.event, domain.placed_at(d.event, d.received_at, sup.clock_tolerance))
         if d.event.case_id not in touched:
             touched.append(d.event.case_id)
     for case_id in touched:
         refresh(sup, conn, case_id)
+
+
+def _received_under_another_id(conn: Connection, event: ev.CaseReceived) -> bool:
+    t = tables.timeline
+    return conn.execute(select(t.c.event_id).where(t.c.case_id == event.case_id, t.c.type == event.type,
+                                                   t.c.event_id != event.event_id).limit(1)).first() is not None
 
 
 def _record(conn: Connection, event: ev.Event, placed_at: datetime) -> None:
@@ -105,6 +116,7 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
     unit (``cases.refused.<unit>``); the resident's feedback, a review request, the close and the
     archiving are forwarded to the units holding the case (``cases.notified.<unit>``). Events of a
     case not yet received stay ``pending``."""
+    lock_keys(conn, "supervision:case", [case_id])  # a sweep's or a decision's; held already by a batch
     t = tables.timeline
     rows = conn.execute(select(t.c.event_id, t.c.payload, t.c.placed_at, t.c.status, t.c.reason)
                         .where(t.c.case_id == case_id)).all()
@@ -178,15 +190,18 @@ def _once(conn: Connection, case_id: str, kind: str, due_at: datetime, stage: st
 
 # --- sweeps -------------------------------------------------------------------------------------
 
-def sweep(sup: Supervision, batch: int = 500) -> int:
+def sweep(sup: Supervision, batch: int = 50) -> int:
     """Send every reminder, overdue and escalation whose time has come, close unanswered replies
-    and archive old closed cases. Each fires once per due date; returns how many events it sent."""
+    and archive old closed cases. Each fires once per due date; returns how many events it sent.
+
+    A transaction holds its cases' locks (``refresh``) until it commits, and the consumer waits for
+    them: small batches keep that wait far below the lock timeout. Cases go in the order the
+    consumer locks them (sorted), so the two never deadlock."""
     now = sup.clock.now()
     c = tables.cases
     sent = 0
     with sup.uow.engine.connect() as conn:
-        case_ids = list(conn.execute(select(c.c.case_id).where(c.c.state.notin_(["new", "archived"]))
-                                     .order_by(c.c.case_id)).scalars())
+        case_ids = sorted(conn.execute(select(c.c.case_id).where(c.c.state.notin_(["new", "archived"]))).scalars())
     for start in range(0, len(case_ids), batch):
         with sup.uow.begin() as conn:
             for case_id in case_ids[start:start + batch]:

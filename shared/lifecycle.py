@@ -1,0 +1,360 @@
+"""A case's lifecycle as a fold over its events, in plain Python: one verdict on every event, the
+same in every service that folds a case (supervision keeps the case's deadlines with it; scoring
+counts only what it applied), so a figure never counts what the lifecycle refused.
+
+The state is recomputed from all of a case's events in the order they happened (``occurred_at``),
+so events that arrive out of order across subjects end in the same state as ordered ones. An event
+that makes no sense where it falls (a reply before the sign-for, a second close) is refused with a
+reason and changes nothing.
+
+received → assigned → signed → in_progress → replied → closed → archived, with returned → assigned,
+triage → assigned, extension requested → decided, review requested → reopened → replied again.
+
+Each event type has one transition in :data:`TRANSITIONS`: a small function that checks the event
+against the case and changes it, or refuses it with a reason. The guards common to all of them live
+in :func:`apply`: nothing but the receipt counts before the case is received, and a closed or
+archived case takes only its archiving, a review request and the notes.
+"""
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared import events as ev
+from shared.policy import DeadlinePolicy
+
+
+class State(enum.StrEnum):
+    """Where a case stands. The values are the strings stored in ``cases.state``; a member equals
+    its string, so comparisons and stored rows read the same as before."""
+
+    NEW = "new"  # supervision has not seen the receipt: the case's events wait for it
+    RECEIVED = "received"  # 受理登记
+    ASSIGNED = "assigned"  # 交办: waiting for the lead unit's 签收
+    TRIAGE = "triage"  # 人工分流: a clerk decides who handles it
+    RETURNED = "returned"  # 退回 by the lead unit: to be assigned again
+    SIGNED = "signed"  # 签收: the lead unit accepted (受理) the case
+    IN_PROGRESS = "in_progress"  # 办理中: the lead unit reported progress
+    REPLIED = "replied"  # 答复: waiting for the resident's 评价
+    REOPENED = "reopened"  # 复查 / 复核 requested: a new reply is due
+    CLOSED = "closed"  # 办结
+    ARCHIVED = "archived"  # 归档
+
+
+OPEN_STATES = frozenset({State.RECEIVED, State.ASSIGNED, State.TRIAGE, State.RETURNED, State.SIGNED,
+                         State.IN_PROGRESS, State.REPLIED, State.REOPENED})
+FINAL_STATES = frozenset({State.CLOSED, State.ARCHIVED})
+
+
+@dataclass
+class Due:
+    """One due date and where it comes from; ``met_at`` once the unit did what was due."""
+
+    kind: str  # accept, sign, reply, review, re_review, agent
+    due_at: datetime
+    unit: str | None
+    source: str
+    met_at: datetime | None = None
+
+
+@dataclass
+class Verdict:
+    applied: bool
+    reason: str = ""
+
+
+@dataclass
+class CaseState:
+    state: State = State.NEW
+    lead: str | None = None
+    co: set[str] = field(default_factory=set)
+    leader: str | None = None
+    received_at: datetime | None = None
+    service_type: str | None = None
+    signed_at: datetime | None = None
+    replied_at: datetime | None = None
+    closed_at: datetime | None = None
+    satisfied: bool | None = None
+    extension: str | None = None  # requested, approved, refused
+    review_level: str | None = None
+    dues: list[Due] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.state = State(self.state)  # a stored string becomes its member
+
+    def open_dues(self) -> list[Due]:
+        return [d for d in self.dues if d.met_at is None] if self.state in OPEN_STATES else []
+
+    def meet(self, kinds: set[str], at: datetime) -> None:
+        """Every open due date of these kinds is met at ``at``."""
+        for d in self.dues:
+            if d.kind in kinds and d.met_at is None:
+                d.met_at = at
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a transition needs besides the case and the event: the deadline policy, and the time
+    limit in days of each delegated (代办) service type."""
+
+    policy: DeadlinePolicy
+    agent_days: Mapping[str, int]
+
+
+# (state, event, at, ctx) → verdict; it changes the state only when it applies the event.
+Transition = Callable[[CaseState, Any, datetime, Context], Verdict]
+
+
+def fold(events: list[ev.Event], policy: DeadlinePolicy, agent_days: dict[str, int],
+         placed: list[datetime] | None = None) -> tuple[CaseState, list[Verdict]]:
+    """Apply events in the order they happened; a verdict per event, in the order given.
+
+    ``placed`` is when each event counts as having happened (see :func:`placed_at`); by default its
+    ``occurred_at``."""
+    at = placed or [e.occurred_at for e in events]
+    order = sorted(range(len(events)), key=lambda i: happened(at[i], events[i].type))
+    state = CaseState()
+    verdicts: list[Verdict | None] = [None] * len(events)
+    for i in order:
+        verdicts[i] = apply(state, events[i], at[i], policy, agent_days)
+    return state, verdicts  # type: ignore[return-value]
+
+
+def placed_at(event: ev.Event, received_at: datetime | None, tolerance: timedelta) -> datetime:
+    """When an event counts as having happened on the case's timeline.
+
+    A department's server clock may be a few minutes behind the bureau's: its sign-for, stamped
+    before the assignment it answers, would be refused as "not assigned yet". So a department's
+    event that the bus received no more than ``tolerance`` after its own ``occurred_at`` is placed
+    at the bus's receipt time. Further behind (a unit that was offline), its own time stands; every
+    other event is placed at its ``occurred_at``.
+    """
+    if event.published_by != "department" or received_at is None:
+        return event.occurred_at
+    return received_at if timedelta(0) < received_at - event.occurred_at <= tolerance else event.occurred_at
+
+
+# Same instant: the cause before its effect. A return (退回) comes before the re-assignment or triage
+# it causes, which routing stamps at the return's own time when its clock is not ahead.
+_RANK = {"CaseReceived": 0, "CaseReturned": 5, "CaseAssigned": 10, "CaseNeedsTriage": 10, "UnitSigned": 20,
+         "CaseReplied": 30,
+         "PetitionerFeedback": 40, "CaseClosed": 45, "ReviewRequested": 46, "CaseArchived": 60}
+
+
+def happened(occurred_at: datetime, event_type: str) -> tuple:
+    """The order events happened in: time, then cause before effect."""
+    return occurred_at, _RANK.get(event_type, 50)
+
+
+# Notes only record (LeaderAssigned names the leader; a first progress report starts the work): they
+# count in any state once the case is received.
+NOTES = (ev.CaseReminded, ev.CaseOverdue, ev.CaseEscalated, ev.LeaderAssigned, ev.ProgressReported)
+# What a closed or archived case still takes, or refuses with a reason of its own.
+AFTER_FINAL = (*NOTES, ev.CaseReceived, ev.CaseArchived, ev.ReviewRequested)
+
+
+def apply(state: CaseState, event: ev.Event, at: datetime, policy: DeadlinePolicy,
+          agent_days: Mapping[str, int]) -> Verdict:
+    """One event on the case: the guards common to every event, then its transition. An event type
+    without a transition is only recorded."""
+    if state.state == State.NEW and not isinstance(event, ev.CaseReceived):
+        return Verdict(False, "the case has not been received")
+    if state.state in FINAL_STATES and not isinstance(event, AFTER_FINAL):
+        return Verdict(False, f"the case is {state.state}")
+    transition = ev.entry_for(TRANSITIONS, event)
+    return transition(state, event, at, Context(policy, agent_days)) if transition else Verdict(True)
+
+
+# --- the transitions, one per event type, in lifecycle order --------------------------------------
+
+def received(s: CaseState, e: ev.CaseReceived, at: datetime, ctx: Context) -> Verdict:
+    """受理登记: the case exists. It is to be accepted (受理) within the policy's days, and a delegated
+    case (代办) answered within its service type's time limit."""
+    if s.state != State.NEW:
+        return Verdict(False, "received twice")
+    s.state, s.received_at = State.RECEIVED, at
+    s.dues.append(Due("accept", ctx.policy.due(at, ctx.policy.accept_days), None, "accept within the policy's days"))
+    if e.delegation is not None and e.delegation.service_type in ctx.agent_days:
+        s.service_type = e.delegation.service_type
+        s.dues.append(Due("agent", ctx.policy.due(at, ctx.agent_days[s.service_type]), None,
+                          f"delegated: {s.service_type}"))
+    return Verdict(True)
+
+
+def assigned(s: CaseState, e: ev.CaseAssigned, at: datetime, ctx: Context) -> Verdict:
+    """交办: a co-handling unit (协办) joins the case; a lead unit (主办) takes it over and answers for
+    what is due. A lead given a case not yet signed for (签收) has its own sign-for due date; one that
+    takes over a signed case carries on where it stands."""
+    if e.role == "co":
+        s.co.add(e.unit)
+        return Verdict(True)
+    if s.state not in OPEN_STATES - {State.REPLIED}:
+        return Verdict(False, f"cannot assign: the case is {s.state}")
+    s.co.discard(e.unit)
+    s.lead = e.unit
+    if s.state in (State.RECEIVED, State.TRIAGE, State.RETURNED, State.ASSIGNED):
+        s.state = State.ASSIGNED
+        s.meet({"sign"}, at)  # a new unit gets its own sign-for due date
+        s.dues.append(Due("sign", ctx.policy.due(at, ctx.policy.sign_days), e.unit, f"assigned to {e.unit}"))
+    for d in s.dues:  # the unit now responsible answers for what is due
+        if d.met_at is None and d.kind != "sign":
+            d.unit = e.unit
+    return Verdict(True)
+
+
+def triaged(s: CaseState, e: ev.CaseNeedsTriage, at: datetime, ctx: Context) -> Verdict:
+    """人工分流: no unit could be chosen (or the case came back twice); a clerk decides, and the case
+    has no lead until then."""
+    if s.state not in (State.RECEIVED, State.RETURNED, State.ASSIGNED):
+        return Verdict(False, f"cannot triage: the case is {s.state}")
+    s.state, s.lead = State.TRIAGE, None
+    return Verdict(True)
+
+
+def leader_assigned(s: CaseState, e: ev.LeaderAssigned, at: datetime, ctx: Context) -> Verdict:
+    """领导包案: a county leader answers for the case (escalations go to them); a note, in any state."""
+    s.leader = e.leader_id
+    return Verdict(True)
+
+
+def signed(s: CaseState, e: ev.UnitSigned, at: datetime, ctx: Context) -> Verdict:
+    """签收: the lead unit accepts (受理) the case, which meets the sign-for and acceptance due dates
+    and starts the reply's. A co-handling unit's sign-for only records."""
+    if e.unit in s.co:
+        return Verdict(True)
+    if e.unit != s.lead:
+        return Verdict(False, f"{e.unit} does not hold the case")
+    if s.state != State.ASSIGNED:
+        return Verdict(False, f"cannot sign: the case is {s.state}")
+    s.state, s.signed_at = State.SIGNED, at
+    s.meet({"sign", "accept"}, at)
+    s.dues.append(Due("reply", ctx.policy.due(at, ctx.policy.reply_days), e.unit,
+                      "reply within the policy's days of acceptance"))
+    return Verdict(True)
+
+
+def returned(s: CaseState, e: ev.CaseReturned, at: datetime, ctx: Context) -> Verdict:
+    """退回: the unit says the case is not its own. A co-handling unit just leaves; the lead gives the
+    case back to be assigned again, and its reply due date goes with it."""
+    if e.unit in s.co:
+        s.co.discard(e.unit)
+        return Verdict(True)
+    if e.unit != s.lead or s.state not in (State.ASSIGNED, State.SIGNED, State.IN_PROGRESS):
+        return Verdict(False, f"{e.unit} cannot return a case it does not hold")
+    s.state, s.lead = State.RETURNED, None
+    s.meet({"sign"}, at)
+    s.dues = [d for d in s.dues if not (d.kind == "reply" and d.met_at is None)]
+    return Verdict(True)
+
+
+def progress_reported(s: CaseState, e: ev.ProgressReported, at: datetime, ctx: Context) -> Verdict:
+    """办理进展: a note; the lead unit's first report on a signed case puts it in progress (办理中)."""
+    if s.state == State.SIGNED and e.unit == s.lead:
+        s.state = State.IN_PROGRESS
+    return Verdict(True)
+
+
+def extension_requested(s: CaseState, e: ev.ExtensionRequested, at: datetime, ctx: Context) -> Verdict:
+    """延期申请: the lead unit of a signed case asks, once, for at most the policy's days more."""
+    if e.unit != s.lead or s.state not in (State.SIGNED, State.IN_PROGRESS):
+        return Verdict(False, "only the lead unit of a signed case may ask for an extension")
+    if s.extension is not None:
+        return Verdict(False, "one extension at most")
+    if e.days > ctx.policy.max_extension_days:
+        return Verdict(False, f"at most {ctx.policy.max_extension_days} days")
+    s.extension = "requested"
+    return Verdict(True)
+
+
+def extension_decided(s: CaseState, e: ev.ExtensionDecided, at: datetime, ctx: Context) -> Verdict:
+    """延期审批 by the supervision office: an approval moves the open reply due date."""
+    if s.extension != "requested":
+        return Verdict(False, "no extension was requested")
+    s.extension = "approved" if e.approved else "refused"
+    if e.approved:
+        for d in s.dues:
+            if d.kind == "reply" and d.met_at is None:
+                d.due_at, d.source = d.due_at + timedelta(days=e.days), d.source + f", extended {e.days} days"
+    return Verdict(True)
+
+
+def replied(s: CaseState, e: ev.CaseReplied, at: datetime, ctx: Context) -> Verdict:
+    """办理回报 / 答复: the lead unit answers a signed or reopened case, which meets every due date but
+    the sign-for's; the resident's 评价 is awaited afresh."""
+    if e.unit != s.lead:
+        return Verdict(False, f"{e.unit} does not lead the case")
+    if s.state not in (State.SIGNED, State.IN_PROGRESS, State.REOPENED):
+        return Verdict(False, f"cannot reply: the case is {s.state}")
+    s.state, s.replied_at, s.satisfied = State.REPLIED, at, None
+    s.meet({"reply", "review", "re_review", "agent", "accept"}, at)
+    return Verdict(True)
+
+
+def feedback(s: CaseState, e: ev.PetitionerFeedback, at: datetime, ctx: Context) -> Verdict:
+    """信访人评价: satisfied or not with the reply (supervision's ``should_close`` decides what
+    follows)."""
+    if s.state != State.REPLIED:
+        return Verdict(False, "feedback before a reply")
+    s.satisfied = e.satisfied
+    return Verdict(True)
+
+
+def review_requested(s: CaseState, e: ev.ReviewRequested, at: datetime, ctx: Context) -> Verdict:
+    """复查, then 复核, each once, asked within the window after a reply: the case reopens (even a
+    closed one) with a new due date for the lead unit."""
+    if s.state not in (State.REPLIED, State.CLOSED) or s.replied_at is None:
+        return Verdict(False, f"nothing to review: the case is {s.state}")
+    if at > ctx.policy.due(s.replied_at, ctx.policy.review_request_days):
+        return Verdict(False, "asked after the review window")
+    if (e.level == "review") != (s.review_level is None):
+        return Verdict(False, "复查 first, then 复核, each once")
+    s.review_level, s.state, s.closed_at = e.level, State.REOPENED, None
+    s.dues.append(Due(e.level, ctx.policy.due(at, ctx.policy.review_days), s.lead, f"{e.level} requested"))
+    return Verdict(True)
+
+
+def noted(s: CaseState, e: ev.CaseEvent, at: datetime, ctx: Context) -> Verdict:
+    """催办 (reminded), 超期 (overdue), 升级督办 (escalated): supervision's own alerts only record."""
+    return Verdict(True)
+
+
+def closed(s: CaseState, e: ev.CaseClosed, at: datetime, ctx: Context) -> Verdict:
+    """办结: a replied case closes (the resident satisfied, or no feedback within the window)."""
+    if s.state != State.REPLIED:
+        return Verdict(False, f"cannot close: the case is {s.state}")
+    s.state, s.closed_at = State.CLOSED, at
+    return Verdict(True)
+
+
+def archived(s: CaseState, e: ev.CaseArchived, at: datetime, ctx: Context) -> Verdict:
+    """归档: a closed case, some time after it closed."""
+    if s.state != State.CLOSED:
+        return Verdict(False, f"cannot archive: the case is {s.state}")
+    s.state = State.ARCHIVED
+    return Verdict(True)
+
+
+# Event type → its transition. Its keys are what scoring's consumer subscribes to; less supervision's
+# own events (on its timeline the moment it decides them), what supervision's consumer does.
+TRANSITIONS: dict[type[ev.Event], Transition] = {
+    ev.CaseReceived: received,
+    ev.CaseAssigned: assigned,
+    ev.CaseNeedsTriage: triaged,
+    ev.LeaderAssigned: leader_assigned,
+    ev.UnitSigned: signed,
+    ev.CaseReturned: returned,
+    ev.ProgressReported: progress_reported,
+    ev.ExtensionRequested: extension_requested,
+    ev.ExtensionDecided: extension_decided,
+    ev.CaseReplied: replied,
+    ev.PetitionerFeedback: feedback,
+    ev.ReviewRequested: review_requested,
+    ev.CaseReminded: noted,
+    ev.CaseOverdue: noted,
+    ev.CaseEscalated: noted,
+    ev.CaseClosed: closed,
+    ev.CaseArchived: archived,
+}

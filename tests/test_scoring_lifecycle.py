@@ -1,0 +1,293 @@
+"""Scoring counts only what a case's lifecycle accepted, with the very fold supervision uses
+(shared/lifecycle.py): an event supervision refuses moves no figure, a late but legal event counts
+once what it follows has arrived, a second receipt of a case number changes nothing, and a rebuild
+from a stream full of refused, forged and invalid events reaches exactly the live figures."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import nats
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine, select
+
+from services.scoring import domain, tables
+from services.scoring.handlers import HANDLERS
+from services.scoring.service import RECORDS
+from services.supervision import domain as supervision_domain
+from shared import events as ev
+from shared import lifecycle
+from shared.bus import ensure_streams
+from shared.db import make_engine
+from shared.directory import load_directory
+from shared.policy import CHINA_TZ, load_policy
+from shared.settings import REPO_ROOT, Settings
+from tests.helpers import read_raw, wait_until
+from tests.scoring_history import History, script
+from tests.test_scoring import expected, projected, publish_shuffled
+
+CONFIG = REPO_ROOT / "deploy" / "config"
+DIRECTORY = load_directory(CONFIG)
+POLICY = load_policy(CONFIG)
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+YEAR = str((NOW - timedelta(hours=3)).astimezone(CHINA_TZ).year)
+CLERK = ev.Actor(kind="clerk", id="desk3")
+ROUTING = ev.Actor(kind="service", id="routing")
+SUPERVISION = ev.Actor(kind="service", id="supervision")
+
+
+def unit(code: str) -> ev.Actor:
+    return ev.Actor(kind="unit", id=code)
+
+
+def receipt(case_id: str, at: datetime, **extra) -> ev.CaseReceived:  # noqa: ANN003
+    fields = {"channel": "walk_in", "township": "chengguan", "category": "logging_permit", **extra}
+    return ev.CaseReceived(case_id=case_id, occurred_at=at, actor=CLERK, title="申请采伐自家承包山林木",
+                           content="本人承包山林中的杉木已到采伐期，申请办理林木采伐许可。",
+                           resident=ev.ResidentRef(name="王建国"), **fields)
+
+
+def assignment(case: ev.CaseReceived, lead: str, at: datetime) -> ev.CaseAssigned:
+    return ev.CaseAssigned(case_id=case.case_id, occurred_at=at, actor=ROUTING, unit=lead, role="lead",
+                           case=ev.CaseBrief.of(case), category=case.category)
+
+
+def sign(case_id: str, code: str, at: datetime) -> ev.UnitSigned:
+    return ev.UnitSigned(case_id=case_id, occurred_at=at, actor=unit(code), unit=code)
+
+
+# --- the bus and the databases ------------------------------------------------------------------
+
+def publish(settings: Settings, *events: ev.Event) -> None:
+    """Each on its own subject, in this order."""
+    publish_raw(settings, *((e.subject, ev.encode(e), e.event_id) for e in events))
+
+
+def publish_raw(settings: Settings, *messages: tuple[str, bytes, str]) -> None:
+    """(subject, payload, Nats-Msg-Id), as they are: a forged subject or an undecodable payload too."""
+    async def go() -> None:
+        nc = await nats.connect(settings.nats_url)
+        js = nc.jetstream()
+        await ensure_streams(js, settings)  # scoring alone declares none: it only reads
+        for subject, data, msg_id in messages:
+            await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id})
+        await nc.close()
+    asyncio.run(go())
+
+
+@pytest.fixture
+def scoring_db(settings: Settings, scoring: TestClient) -> Iterator[Engine]:
+    engine = make_engine(settings.db_url("scoring"))
+    yield engine
+    engine.dispose()
+
+
+def applied(engine: Engine, *events: ev.Event) -> None:
+    """Wait until scoring's inbox holds every one of ``events`` (applied, whatever the fold said)."""
+    ids = {e.event_id for e in events}
+
+    def done() -> bool:
+        with engine.connect() as conn:
+            got = set(conn.execute(select(tables.inbox.c.event_id).where(tables.inbox.c.event_id.in_(ids))).scalars())
+        return got == ids
+    wait_until(done, what=f"scoring to apply {len(ids)} events")
+
+
+def facts_row(engine: Engine, case_id: str) -> dict | None:
+    with engine.connect() as conn:
+        row = conn.execute(select(tables.case_facts).where(tables.case_facts.c.case_id == case_id)).first()
+    return dict(row._mapping) if row else None
+
+
+def figures(scoring: TestClient, period: str = YEAR, **filters: str) -> dict:
+    query = "&".join(f"{k}={v}" for k, v in filters.items())
+    return scoring.get(f"/api/v1/reports/{period}" + (f"?{query}" if query else "")).json()["figures"]
+
+
+def dead_letter_kinds(settings: Settings, consumer: str, event_id: str) -> list[str]:
+    return [h["Xf-Error-Kind"] for h, data in read_raw(settings.nats_url, "deadletter.>", stream="DEADLETTER")
+            if h.get("Xf-Consumer") == consumer and event_id.encode() in data]
+
+
+def supervision_status(supervision: TestClient, case_id: str, event_id: str) -> tuple[str, str | None] | None:
+    answer = supervision.get(f"/api/v1/cases/{case_id}/timeline")
+    steps = [s for s in answer.json() if s["event_id"] == event_id] if answer.status_code == 200 else []
+    return (steps[0]["status"], steps[0]["reason"]) if steps else None
+
+
+# --- one fold, two services -----------------------------------------------------------------------
+
+def test_supervision_and_scoring_read_the_one_lifecycle_and_scoring_subscribes_to_all_it_folds() -> None:
+    assert supervision_domain.fold is lifecycle.fold and supervision_domain.TRANSITIONS is lifecycle.TRANSITIONS
+    assert supervision_domain.placed_at is lifecycle.placed_at and supervision_domain.CaseState is lifecycle.CaseState
+    assert set(HANDLERS.handlers) == set(lifecycle.TRANSITIONS) | set(RECORDS)
+    assert set(domain.FACT_RULES) <= set(lifecycle.TRANSITIONS)  # no figure moves by an event the fold never sees
+
+
+def test_a_cases_facts_count_only_the_events_its_fold_applies() -> None:
+    t = NOW - timedelta(hours=5)
+    case = receipt("QS-2026-000001", t)
+    events = [case, assignment(case, "forestry", t + timedelta(hours=1)),
+              sign(case.case_id, "health", t + timedelta(hours=2)),  # holds nothing
+              sign(case.case_id, "forestry", t - timedelta(hours=1)),  # before the receipt
+              ev.PetitionerFeedback(case_id=case.case_id, occurred_at=t + timedelta(hours=3), actor=CLERK,
+                                    satisfied=True),  # before any reply
+              ev.CaseClosed(case_id=case.case_id, occurred_at=t + timedelta(hours=4), actor=SUPERVISION,
+                            reason="satisfied")]  # nothing replied
+    placed = [e.occurred_at for e in events]
+    facts = domain.counted_facts(case.case_id, events, placed, POLICY, {})
+    assert facts is not None and facts.lead_unit == "forestry" and facts.received_at == t
+    assert (facts.signed_at, facts.feedback_at, facts.closed_at) == (None, None, None)
+    assert domain.counted_facts(case.case_id, events[1:], placed[1:], POLICY, {}) is None  # pending: no receipt yet
+
+    on_time = sign(case.case_id, "forestry", t + timedelta(hours=2))
+    facts = domain.counted_facts(case.case_id, [*events, on_time], [*placed, on_time.occurred_at], POLICY, {})
+    assert facts.signed_at == on_time.occurred_at
+
+
+# --- against a real nats-server ----------------------------------------------------------------
+
+def test_a_sign_for_by_a_unit_that_does_not_hold_the_case_counts_for_no_one_as_supervision_refuses_it(
+        settings: Settings, supervision: TestClient, scoring: TestClient, scoring_db: Engine) -> None:
+    case = receipt("QS-2026-000101", NOW - timedelta(hours=3))
+    stranger = sign(case.case_id, "health", NOW - timedelta(hours=1))  # on its own subject, cases.signed.health
+    publish(settings, case, assignment(case, "forestry", NOW - timedelta(hours=2)), stranger)
+    applied(scoring_db, stranger)
+    wait_until(lambda: supervision_status(supervision, case.case_id, stranger.event_id) is not None,
+               what="supervision's verdict")
+
+    assert supervision_status(supervision, case.case_id, stranger.event_id) == (
+        "refused", "health does not hold the case")
+    assert (figures(scoring)["signed"], figures(scoring, unit="forestry")["signed"]) == (0, 0)
+    assert figures(scoring, unit="forestry")["received"] == 1
+    assert facts_row(scoring_db, case.case_id)["signed_at"] is None
+
+    own = sign(case.case_id, "forestry", NOW - timedelta(minutes=50))
+    publish(settings, own)
+    applied(scoring_db, own)
+    assert (figures(scoring)["signed"], figures(scoring, unit="forestry")["signed"]) == (1, 1)
+    wait_until(lambda: supervision_status(supervision, case.case_id, own.event_id) == ("applied", None),
+               what="supervision to apply the lead's sign-for")
+
+
+def test_a_sign_for_dated_before_the_cases_receipt_is_not_counted(
+        settings: Settings, supervision: TestClient, scoring: TestClient, scoring_db: Engine) -> None:
+    case = receipt("QS-2026-000102", NOW - timedelta(hours=3))
+    early = sign(case.case_id, "forestry", NOW - timedelta(hours=4))
+    publish(settings, case, assignment(case, "forestry", NOW - timedelta(hours=2)), early)
+    applied(scoring_db, early)
+    wait_until(lambda: supervision_status(supervision, case.case_id, early.event_id) is not None,
+               what="supervision's verdict")
+
+    assert supervision_status(supervision, case.case_id, early.event_id) == (
+        "refused", "the case has not been received")
+    assert figures(scoring, unit="forestry")["received"] == 1
+    assert (figures(scoring)["signed"], figures(scoring, unit="forestry")["signed"]) == (0, 0)
+
+
+def test_a_second_receipt_of_a_case_number_changes_nothing_in_scoring(
+        settings: Settings, scoring: TestClient, scoring_db: Engine) -> None:
+    first = receipt("QS-2026-000103", NOW - timedelta(hours=3))
+    publish(settings, first, assignment(first, "forestry", NOW - timedelta(hours=2)))
+    applied(scoring_db, first)
+    before = facts_row(scoring_db, first.case_id)
+
+    second = first.model_copy(update={"event_id": "e-second-receipt", "channel": "letter", "township": "matou",
+                                      "occurred_at": first.occurred_at - timedelta(days=400)})
+    publish(settings, second)
+    wait_until(lambda: dead_letter_kinds(settings, "scoring", second.event_id) == ["conflict"], timeout=30,
+               what="scoring to refuse the second receipt")
+
+    after = facts_row(scoring_db, first.case_id)
+    assert after == before
+    assert (after["channel"], after["township"], after["received_at"]) == ("walk_in", "chengguan", first.occurred_at)
+    assert figures(scoring)["received"] == 1
+    earlier = str(second.occurred_at.astimezone(CHINA_TZ).year)
+    assert figures(scoring, earlier)["received"] == 0
+    report = scoring.get(f"/api/v1/reports/{YEAR}").json()
+    assert report["channels"]["walk_in"]["received"] == 1 and report["channels"]["letter"]["received"] == 0
+    with scoring_db.connect() as conn:
+        kept = conn.execute(select(tables.case_events.c.event_id).where(
+            tables.case_events.c.case_id == first.case_id, tables.case_events.c.type == "CaseReceived")).scalars()
+        assert list(kept) == [first.event_id]
+
+
+def test_a_late_but_legal_event_counts_once_what_it_follows_arrives(
+        settings: Settings, scoring: TestClient, scoring_db: Engine) -> None:
+    case = receipt("QS-2026-000104", NOW - timedelta(hours=3))
+    signed = sign(case.case_id, "forestry", NOW - timedelta(hours=1))
+    publish(settings, signed)  # first of all: its case not received yet
+    applied(scoring_db, signed)
+    assert facts_row(scoring_db, case.case_id) is None  # pending: nothing counts until the receipt
+    assert figures(scoring)["received"] == 0
+
+    publish(settings, case)
+    applied(scoring_db, case)
+    assert (figures(scoring)["received"], figures(scoring)["assigned"], figures(scoring)["signed"]) == (1, 0, 0)
+
+    assigned = assignment(case, "forestry", NOW - timedelta(hours=2))  # happened before the sign-for, arrives after
+    publish(settings, assigned)
+    applied(scoring_db, assigned)
+    assert (figures(scoring)["assigned"], figures(scoring)["signed"], figures(scoring, unit="forestry")["signed"]) == (
+        1, 1, 1)
+    assert facts_row(scoring_db, case.case_id)["signed_at"] == signed.occurred_at
+
+
+# --- the rebuild ----------------------------------------------------------------------------------
+
+def refused_by_the_lifecycle(history: History) -> list[ev.Event]:
+    """Events the fold refuses, about the script's own cases; the script's count leaves them out."""
+    mine = [p for p in history.cases if p.received.year == 2026]
+    signed = next(p for p in mine if p.signed and p.replied)
+    unsigned = [p for p in mine if not p.signed]
+    closed = next(p for p in mine if p.closed and not p.reviews)
+    replied_once = next(p for p in mine if p.replied and not p.reviews and not p.closed)
+    stranger = next(u for u in sorted(DIRECTORY.units) if u != signed.lead and u not in signed.returned_by)
+
+    def late(case_id: str) -> datetime:  # after everything the script did to the case
+        return max(e.occurred_at for e in history.events if getattr(e, "case_id", None) == case_id) + timedelta(days=1)
+    return [
+        sign(signed.case_id, stranger, late(signed.case_id)),  # a unit that does not hold the case
+        sign(unsigned[0].case_id, unsigned[0].lead, unsigned[0].received - timedelta(hours=1)),  # before the receipt
+        ev.PetitionerFeedback(case_id=unsigned[1].case_id, occurred_at=late(unsigned[1].case_id), actor=CLERK,
+                              satisfied=True),  # no reply to be satisfied with
+        ev.CaseClosed(case_id=closed.case_id, occurred_at=late(closed.case_id), actor=SUPERVISION,
+                      reason="satisfied"),  # closed twice
+        ev.ReviewRequested(case_id=replied_once.case_id, occurred_at=late(replied_once.case_id), actor=CLERK,
+                           level="re_review", reason="复核 before any 复查"),
+    ]
+
+
+def test_a_rebuild_from_a_stream_with_refused_forged_and_invalid_events_gives_the_live_figures(
+        settings: Settings, auth: dict) -> None:
+    from services.scoring.app import create_app
+    from services.scoring.cli import rebuild
+
+    history = script(DIRECTORY)
+    refused = refused_by_the_lifecycle(history)
+    mine = [p for p in history.cases if p.received.year == 2026 and not p.signed]
+    original = next(e for e in history.events if isinstance(e, ev.CaseReceived) and e.case_id == mine[2].case_id)
+    second_receipt = original.model_copy(update={"event_id": "e-second-receipt", "channel": "letter",
+                                                 "township": "matou", "collective": True})
+    forged = sign(mine[3].case_id, mine[3].lead, datetime(2026, 12, 31, tzinfo=timezone.utc))
+    unknown = sign(mine[4].case_id, "atlantis", datetime(2026, 12, 31, tzinfo=timezone.utc))
+    publish_shuffled(settings, history.events + refused)
+    publish(settings, second_receipt, unknown)  # after the first receipt: the first stands
+    publish_raw(settings, ("cases.signed.health", ev.encode(forged), forged.event_id),
+                ("cases.received", b'{"type": "CaseReceived", "broken', "e-undecodable"))
+    periods = ("2026", "2026-Q1", "2026-Q4", "2025")
+
+    with TestClient(create_app(settings), headers=auth) as live:
+        projected(settings, history.events + refused)
+        for bad, kind in ((second_receipt, "conflict"), (unknown, "rejected"), (forged, "forged")):
+            wait_until(lambda b=bad, k=kind: dead_letter_kinds(settings, "scoring", b.event_id) == [k], timeout=30,
+                       what=f"scoring to dead-letter the {kind} event")
+        before = {p: live.get(f"/api/v1/reports/{p}").json() for p in periods}
+    assert before["2026"]["figures"] == expected(history.cases)  # nothing refused is counted
+
+    assert rebuild(settings) == 0
+    with TestClient(create_app(settings), headers=auth) as rebuilt:
+        after = {p: rebuilt.get(f"/api/v1/reports/{p}").json() for p in periods}
+    assert after == before
