@@ -112,6 +112,9 @@ async def test_supervision_folds_the_case_and_tells_a_unit_its_sign_for_is_refus
 async def test_scoring_projects_a_received_and_closed_case_into_its_figures(tmp_path: Path) -> None:
     app, _url = app_of("scoring", tmp_path)
     unit = ev.Actor(kind="unit", id="forestry")
+    # The unit's events count at the bus's receipt (now: NOW is when this module was imported), the
+    # close comes after them.
+    closing = datetime.now(timezone.utc) + timedelta(minutes=10)
     lifecycle = [  # what the lifecycle needs before a close counts
         ev.CaseAssigned(case_id=CASE.case_id, unit="forestry", actor=ev.Actor(kind="service", id="routing"),
                         role="lead", case=ev.CaseBrief.of(CASE), occurred_at=NOW),
@@ -119,7 +122,7 @@ async def test_scoring_projects_a_received_and_closed_case_into_its_figures(tmp_
         ev.CaseReplied(case_id=CASE.case_id, unit="forestry", actor=unit, occurred_at=NOW, result="resolved",
                       text="已办理采伐许可"),
         ev.CaseClosed(case_id=CASE.case_id, actor=ev.Actor(kind="service", id="supervision"), reason="satisfied",
-                      occurred_at=NOW + timedelta(minutes=1))]  # after the unit's events, placed at their receipt
+                      occurred_at=closing)]
     await deliver(app, CASE, *lifecycle)
     figures = scoring_service.report(app.state.scoring, str(NOW.astimezone(CHINA_TZ).year))["figures"]
     assert (figures["received"], figures["closed"], figures["closure_rate"]) == (1, 1, 1.0)
