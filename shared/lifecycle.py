@@ -277,7 +277,7 @@ def extension_decided(s: CaseState, e: ev.ExtensionDecided, at: datetime, ctx: C
     if e.approved:
         for d in s.dues:
             if d.kind == "reply" and d.met_at is None:
-                d.due_at, d.source = d.due_at + timedelta(days=e.days), d.source + f", extended {e.days} days"
+                d.due_at, d.source = ctx.policy.extended(d.due_at, e.days), d.source + f", extended {e.days} days"
     return Verdict(True)
 
 

@@ -34,10 +34,12 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     plumbing.workers += [handlers.Sweeper(sup, settings.sweep_interval_s), handlers.timeline_responder(sup, plumbing.bus)]
 
     async def check_calendar() -> None:
+        # A case received today may be due next year: warn when that year's schedule is unknown.
         known = schedule_known_through()
-        if sup.policy.calendar == "working_days" and clock.now().year > known:
-            log.warning("working-day deadlines: the holidays package knows China's schedule only through "
-                        f"{known}; update it for make-up working days", extra={"fields": {"known_through": known}})
+        if sup.policy.uses_holidays and clock.now().year + 1 > known:
+            log.warning(f"due dates in {known + 1} and later are provisional: the holidays package knows China's "
+                        f"official schedule only through {known}; update it when the State Council publishes "
+                        f"{known + 1}'s", extra={"fields": {"known_through": known}})
     plumbing.on_start.append(check_calendar)
 
     return plumbing.app(

@@ -7,7 +7,7 @@ re-exported here, so supervision's modules keep reading them as ``domain.X``.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from shared.lifecycle import (
     _RANK,
@@ -59,24 +59,24 @@ def should_close(s: CaseState, now: datetime, policy: DeadlinePolicy) -> str | N
         return None
     if s.satisfied:
         return "satisfied"
-    if s.satisfied is None and now >= policy.due(s.replied_at, policy.feedback_days):
+    if s.satisfied is None and now >= policy.due(s.replied_at, policy.feedback_days, roll=False):
         return "no_feedback"
     return None
 
 
 def should_archive(s: CaseState, now: datetime, policy: DeadlinePolicy) -> bool:
     """归档 is due: the case closed ``archive_days`` ago."""
-    return s.state == State.CLOSED and s.closed_at is not None and now >= policy.due(s.closed_at, policy.archive_days)
+    return s.state == State.CLOSED and s.closed_at is not None and now >= policy.due(s.closed_at, policy.archive_days, roll=False)
 
 
 def alerts_due(s: CaseState, now: datetime, policy: DeadlinePolicy) -> list[tuple[str, Due]]:
     """(stage, due) for every reminder, overdue and escalation whose time has come."""
     out = []
     for d in s.open_dues():
-        if now >= d.due_at - timedelta(days=policy.remind_before_days):
+        if now >= policy.remind_at(d.due_at):
             out.append(("reminded", d))
         if now >= d.due_at:
             out.append(("overdue", d))
-        if now >= d.due_at + timedelta(days=policy.escalate_after_days):
+        if now >= policy.escalate_at(d.due_at):
             out.append(("escalated", d))
     return out

@@ -142,7 +142,7 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
         _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
                                   reason=reason), now)
         return refresh(sup, conn, case_id)
-    _store(conn, case_id, state, events)
+    _store(conn, case_id, state, events, sup.policy)
     return state
 
 
@@ -158,20 +158,24 @@ def _utc(at: datetime) -> datetime:
     return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
-def _store(conn: Connection, case_id: str, s: domain.CaseState, events: list[ev.Event]) -> None:
+def _store(conn: Connection, case_id: str, s: domain.CaseState, events: list[ev.Event],
+           policy: DeadlinePolicy) -> None:
     received = next((e for e in events if isinstance(e, ev.CaseReceived)), None)
     row = {"state": s.state, "lead": s.lead, "co": sorted(s.co), "leader": s.leader, "received_at": s.received_at,
            "replied_at": s.replied_at, "closed_at": s.closed_at,
            "satisfied": None if s.satisfied is None else ("yes" if s.satisfied else "no"),
-           "dues": [_due_json(d) for d in s.dues],
+           "dues": [_due_json(d, policy) for d in s.dues],
            "query_code_hash": received.query_code_hash if received else None}
     c = tables.cases
     if conn.execute(update(c).where(c.c.case_id == case_id).values(**row)).rowcount == 0:
         conn.execute(c.insert(), {"case_id": case_id, **row})
 
 
-def _due_json(d: domain.Due) -> dict:
-    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(d).items()}
+def _due_json(d: domain.Due, policy: DeadlinePolicy) -> dict:
+    """A due date as stored and shown; ``provisional`` when it counts over a year whose official
+    holiday schedule is not known yet (it may move)."""
+    row = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(d).items()}
+    return {**row, "provisional": policy.provisional(d.due_at)}
 
 
 def _decided_at(conn: Connection, case_id: str, now: datetime) -> datetime:

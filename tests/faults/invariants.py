@@ -17,7 +17,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -316,13 +316,12 @@ def alert_problems(system: System, now: datetime) -> tuple[Counter, list[str]]:
     if recorded != set(fired):
         out.append(f"alerts recorded by supervision but not in the stream: {_examples(recorded - set(fired))}; "
                    f"in the stream but not recorded: {_examples(set(fired) - recorded)}")
-    late = timedelta(days=policy.escalate_after_days)
     missed = []
     for r in _rows(system, "supervision", "SELECT case_id, dues FROM cases"):
         dues = json.loads(r.dues) if isinstance(r.dues, str) else r.dues
         for d in dues:
             due_at = _aware(d["due_at"])
-            if d.get("met_at") is None and due_at + late <= now:
+            if d.get("met_at") is None and policy.escalate_at(due_at) <= now:
                 missed += [(stage, r.case_id, d["kind"], due_at) for stage in STAGES.values()
                            if fired[(stage, r.case_id, d["kind"], due_at)] != 1]
     if missed:
