@@ -129,14 +129,15 @@ class BoundTable:
         for d in batch:
             ev.entry_for(self.table.handlers, d.event)(self.ctx, conn, d)
 
-    def reject(self, event: ev.Event) -> str | None:
-        """Why the event is refused before it is applied: the county's codes (the same check in every
-        consumer, ``shared/verdict.py``), then the service's own ``reject``, if any."""
-        directory = getattr(self.ctx, "directory", None)
-        reason = verdict.unknown_codes(event, directory) if directory is not None else None
-        if reason is None and self.table.reject:
+    def refusal(self, subject: str, event: ev.Event) -> tuple[str, str] | None:
+        """(kind, reason) when the event is refused before it is applied: forged or naming unknown
+        codes (the same checks in every consumer, ``shared/verdict.py``), then the service's own
+        ``reject``, if any."""
+        refused = verdict.before_apply(subject, event, getattr(self.ctx, "directory", None))
+        if refused is None and self.table.reject:
             reason = self.table.reject(self.ctx, event)
-        return reason
+            refused = ("rejected", reason) if reason is not None else None
+        return refused
 
 
 @dataclass(frozen=True)
@@ -306,13 +307,10 @@ class DurableConsumer:
             except ev.UndecodableEvent as exc:
                 await self.dead_letter(msg, str(exc), "undecodable")
                 continue
-            if msg.subject != event.subject:
-                await self.dead_letter(msg, f"{event.type} naming unit {getattr(event, 'unit', None)!r} belongs on "
-                                            f"{event.subject!r}, not {msg.subject!r}", "forged", event)
-                continue
-            reason = self.table.reject(event)
-            if reason is not None:
-                await self.dead_letter(msg, reason, "rejected", event)
+            refused = self.table.refusal(msg.subject, event)
+            if refused is not None:
+                kind, reason = refused
+                await self.dead_letter(msg, reason, kind, event)
                 continue
             good.append((msg, Delivery(event, msg.subject, _receipt_time(msg))))
         if not good:

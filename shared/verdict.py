@@ -45,6 +45,17 @@ def unknown_codes(event: ev.Event, d: Directory) -> str | None:
     return None
 
 
+def before_apply(subject: str, event: ev.Event, d: Directory | None) -> tuple[str, str] | None:
+    """(kind, reason) when a decoded event is refused before it is applied — ``forged`` (its subject
+    is not the one its type and unit imply) or ``rejected`` (unknown codes) — else None. The live
+    consumer and scoring's rebuild both ask this."""
+    if subject != event.subject:
+        return "forged", (f"{event.type} naming unit {getattr(event, 'unit', None)!r} belongs on "
+                          f"{event.subject!r}, not {subject!r}")
+    reason = unknown_codes(event, d) if d is not None else None
+    return ("rejected", reason) if reason is not None else None
+
+
 def check_receipt(case_id: str, already_received: bool) -> None:
     """A ``CaseReceived`` for a case number this service already holds under another event id (a
     redelivery of the same event never gets here: the inbox drops it) is a conflict: refused by every

@@ -19,7 +19,7 @@ from shared.consumer import Delivery, HandlerTable
 from shared.events import Event, UndecodableEvent, decode
 from shared.inbox import new_event_ids
 from shared.settings import Settings
-from shared.verdict import Refusal, unknown_codes
+from shared.verdict import Refusal, before_apply
 
 
 def project(scoring: Scoring, conn: Connection, batch: list[Delivery]) -> None:
@@ -40,9 +40,8 @@ def verdict_of(scoring: Scoring, subject: str, event: Event | None) -> str | Non
     (undecodable, forged, naming an unknown code), by the same checks; None when it would apply it."""
     if event is None:
         return "undecodable"
-    if event.subject != subject:
-        return "forged"
-    return "rejected" if unknown_codes(event, scoring.directory) is not None else None
+    refused = before_apply(subject, event, scoring.directory)
+    return refused[0] if refused is not None else None
 
 
 def _apply(scoring: Scoring, batch: list[Delivery]) -> int:
