@@ -11,6 +11,8 @@ The roles (a token carries one; ``shared/tokens.py``):
 - ``clerk``: the bureau's intake desk and case staff (工作人员), with a staff id;
 - ``agent``: a delegated agent (代办员), bound to one agent of the directory;
 - ``unit``: a township or department (责任单位), bound to one unit code;
+- ``unit_head``: the head of a unit (本机关负责人), bound to one unit code: a unit's reader, who
+  also decides its extensions (延期, 信访工作条例 Art. 34);
 - ``supervisor``: the supervision office (督办科), with a staff id;
 - ``leader``: a county leader (包案领导), bound to one leader of the directory;
 - ``ops``: operations: sweeps and, in demo/test mode, the clocks;
@@ -27,11 +29,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROLES = ("clerk", "agent", "unit", "supervisor", "leader", "ops")
+ROLES = ("clerk", "agent", "unit", "unit_head", "supervisor", "leader", "ops")
 # Roles bound to one id of the directory: a token of one of these carries that role alone.
-SCOPED = frozenset({"agent", "unit", "leader"})
+SCOPED = frozenset({"agent", "unit", "unit_head", "leader"})
 # What each role's token is bound to (the CLI's option, the Principal's field).
-BINDING = {"clerk": "staff", "supervisor": "staff", "agent": "agent", "unit": "unit", "leader": "leader", "ops": None}
+BINDING = {"clerk": "staff", "supervisor": "staff", "agent": "agent", "unit": "unit", "unit_head": "unit",
+           "leader": "leader", "ops": None}
 
 
 @dataclass(frozen=True)
@@ -51,8 +54,9 @@ def _public(what: str) -> Rule:
 
 
 CLOCK = _r("supervisor ops", "demo/test mode only: set this service's clock")
-CASE_READERS = "clerk supervisor unit leader"
-UNIT_LEADER_OWN = "unit: cases assigned to it now or before; leader: cases it leads"
+CASE_READERS = "clerk supervisor unit unit_head leader"
+UNIT_LEADER_OWN = ("unit: cases assigned to it now or before; unit_head: the same as its unit; "
+                   "leader: cases it leads")
 
 TABLE: dict[str, dict[str, Rule]] = {
     "intake": {
@@ -82,14 +86,24 @@ TABLE: dict[str, dict[str, Rule]] = {
     },
     "supervision": {
         "GET /api/v1/cases": _r(CASE_READERS, "open cases by lead unit and state",
-                                "unit: its own (`unit=` its code or omitted); leader: cases it leads"),
+                                "unit, unit_head: its own (`unit=` its code or omitted); leader: cases it leads"),
         "GET /api/v1/cases/{case_id}": _r(CASE_READERS, "a case's state, units, leader and due dates", UNIT_LEADER_OWN),
         "GET /api/v1/cases/{case_id}/timeline": _r(CASE_READERS, "every event of a case, who and when",
-                                                   "unit: cases assigned to it now or before, other units' steps "
+                                                   "unit, unit_head: cases assigned to it now or before, other units' steps "
                                                    "without their ids; leader: cases it leads"),
-        "GET /api/v1/due": _r(CASE_READERS, "due dates within `days`", "unit: its own cases; leader: cases it leads"),
-        "GET /api/v1/overdue": _r(CASE_READERS, "overdue due dates", "unit: its own cases; leader: cases it leads"),
-        "POST /api/v1/cases/{case_id}/extension": _r("supervisor", "approve or refuse an extension (recorded as the token's staff id)"),
+        "GET /api/v1/due": _r(CASE_READERS, "due dates within `days`", "unit, unit_head: its own cases; leader: cases it leads"),
+        "GET /api/v1/overdue": _r(CASE_READERS, "overdue due dates", "unit, unit_head: its own cases; leader: cases it leads"),
+        "POST /api/v1/cases/{case_id}/extension": _r("unit_head", "approve or refuse the unit's extension request "
+                                                     "(延期审批 by the unit's own head, Art. 34)",
+                                                     "unit_head: a case its unit leads"),
+        "POST /api/v1/cases/{case_id}/objection": _r("supervisor", "approve or reject a unit's objection (异议审核, "
+                                                     "Art. 23; recorded as the token's staff id)"),
+        "GET /api/v1/cases/{case_id}/documents": _r(CASE_READERS, "the written notices of a case (受理/不予受理告知书, "
+                                                    "延期告知书, 处理意见书)", UNIT_LEADER_OWN),
+        "GET /api/v1/cases/{case_id}/documents/{doc_id}.{kind}": _r(CASE_READERS, "a notice as text or DOCX",
+                                                                     UNIT_LEADER_OWN),
+        "POST /api/v1/progress/documents/{doc_id}.docx": _public("a notice of the resident's case as DOCX, with the "
+                                                                  "query code"),
         "POST /api/v1/notices": _r("supervisor", "issue a supervision notice (recorded as the token's staff id)"),
         # A notice lists other units' overdue cases too: a unit replies to it, and does not read it here.
         "GET /api/v1/notices": _r("clerk supervisor", "the notices"),
@@ -126,6 +140,11 @@ def rule(service: str, key: str) -> Rule:
         raise KeyError(f"{service}: {key} is not in shared/access.py TABLE") from None
 
 
+def _limited(role: str, own: str) -> bool:
+    """Whether ``own`` limits ``role`` ("unit: …" or "unit, unit_head: …")."""
+    return any(role in part.split(":")[0].replace(",", " ").split() for part in own.split(";"))
+
+
 def markdown() -> str:
     """The README's role × route table: ✓ allowed, *own* limited as the last column says, blank refused."""
     head = ["service", "route", *ROLES, "no token", "what", "*own*"]
@@ -133,7 +152,7 @@ def markdown() -> str:
     for service, routes in TABLE.items():
         for key, r in routes.items():
             method, path = key.split(" ", 1)
-            cells = ["✓" if r.public else "" if role not in r.roles else "*own*" if f"{role}:" in r.own else "✓"
+            cells = ["✓" if r.public else "" if role not in r.roles else "*own*" if _limited(role, r.own) else "✓"
                      for role in ROLES]
             lines.append(f"| {service} | `{method} {path}` | " + " | ".join(cells)
                          + f" | {'✓' if r.public else ''} | {r.what} | {r.own} |")

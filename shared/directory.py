@@ -46,14 +46,18 @@ class Village(_Model):
 
 
 class Unit(_Model):
-    """责任单位: a township (乡镇) or a county department (部门), or the bureau's own office."""
+    """责任单位: a township (乡镇) or a county department (部门), the bureau's own office, or a
+    government (人民政府: the county's, or the city's above it) that answers reviews."""
 
     code: Code
     name: str
-    kind: Literal["township", "department", "office"]
+    kind: Literal["township", "department", "office", "government"]
     principal_leader: Person
     leader_in_charge: Person
     superior: Code | None = None  # where a complaint against this unit goes (DESIGN §5)
+    # 复查机关: the body one level above that answers a review of this unit's opinion (条例 Art. 35);
+    # its own review_body answers the re-review (Art. 36). None: the county's default (county.yaml).
+    review_body: Code | None = None
     villages: list[Village] = []
 
 
@@ -95,6 +99,8 @@ class County(_Model):
     code: Annotated[str, Field(pattern=r"^[A-Z0-9]{2,12}$")]  # prefix of case numbers
     name: str
     supervision_office: Code
+    # The review body (复查机关) of a township or department that names none: the county government.
+    review_body: Code | None = None
 
 
 FILES = {
@@ -124,6 +130,22 @@ class Directory:
 
     def agency_of(self, agent_code: str) -> Agency:
         return self.agents[agent_code][1]
+
+    def review_body_of(self, unit: str) -> str | None:
+        """The body one level above ``unit`` that answers a review of its opinion (复查机关)."""
+        u = self.units.get(unit)
+        if u is None:
+            return None
+        if u.review_body:
+            return u.review_body
+        return self.county.review_body if u.kind in ("township", "department") else None
+
+    def reviewer(self, handling_unit: str, level: str) -> str | None:
+        """Who answers a ``review`` (复查: one level above the handling unit, Art. 35) or a
+        ``re_review`` (复核: one level above the reviewing body, Art. 36); None when the directory
+        names none."""
+        body = self.review_body_of(handling_unit)
+        return body if level == "review" or body is None else self.review_body_of(body)
 
 
 @dataclass(frozen=True)
@@ -210,10 +232,21 @@ def _check_references(d: Directory, docs: dict, township_list: list[Unit], depar
         fail("townships", ("townships",), f"village code {dup!r} appears twice")
     if d.county.supervision_office not in d.units:
         fail("county", ("supervision_office",), f"unknown unit {d.county.supervision_office!r}")
+    if d.county.review_body and d.county.review_body not in d.units:
+        fail("county", ("review_body",), f"unknown unit {d.county.review_body!r}")
+    for key, units in (("townships", township_list), ("departments", department_list)):
+        for i, u in enumerate(units):
+            if u.review_body and u.review_body not in d.units:
+                fail(key, (key, i, "review_body"), f"unknown unit {u.review_body!r}")
+            if u.review_body == u.code:
+                fail(key, (key, i, "review_body"), "a unit cannot review its own opinion")
     unique("categories", "categories", [c.code for c in category_list], "category")
     for i, c in enumerate(category_list):
         if c.default_unit and c.default_unit not in d.units:
             fail("categories", ("categories", i, "default_unit"), f"unknown unit {c.default_unit!r}")
+        if c.default_unit and d.units[c.default_unit].kind == "government":
+            fail("categories", ("categories", i, "default_unit"),
+                 f"{c.default_unit!r} is a government (人民政府): it answers reviews and is never routed a case")
     unique("agents", "agencies", [a.code for a in agency_list], "agency")
     for i, a in enumerate(agency_list):
         if a.township not in d.townships:

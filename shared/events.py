@@ -67,6 +67,8 @@ class Event(BaseModel):
     subject_template: ClassVar[str]
     # Who publishes it: a service's name, or "department" for the units' own events.
     published_by: ClassVar[str]
+    # Services that also publish it on a unit's behalf (a unit head's decision made through the API).
+    relayed_by: ClassVar[tuple[str, ...]] = ()
 
     event_id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=64,
                           description="Unique id of this event, also its Nats-Msg-Id header: a retried publish "
@@ -279,7 +281,11 @@ class CaseAssigned(UnitCaseEvent):
     subject_template: ClassVar[str] = subjects.ASSIGNED
     published_by: ClassVar[str] = "routing"
     type: Literal["CaseAssigned"] = Field("CaseAssigned", description=_TYPE)
-    role: Literal["lead", "co"] = Field(description="The unit's role: lead (主办) or co (协办, co-handling).")
+    role: Literal["lead", "co", "reviewer"] = Field(description=(
+        "The unit's role: lead (主办), co (协办, co-handling) or reviewer (复查/复核机关: the body that answers a "
+        "review or re-review, one level above the unit whose opinion is reviewed)."))
+    review_level: Literal["review", "re_review"] | None = Field(None, description=(
+        "reviewer only: the level it answers, review (复查) or re_review (复核)."))
     case: CaseBrief = Field(description="The case as the unit needs it: no ID hash, the ID number masked.")
     rule_id: str | None = Field(None, description=(
         "The routing rule that fired (routing.yaml), repeat (the unit that led the earlier case), or triage (a "
@@ -332,12 +338,39 @@ class UnitSigned(UnitCaseEvent):
 
 
 class CaseReturned(UnitCaseEvent):
-    """退回: the unit says the case is not its own."""
+    """异议 (退回申请): the unit objects that the case is not its own, with reasons, within 5 working
+    days of its receipt (信访工作条例 Art. 23). The bureau decides (:class:`ObjectionDecided`); until it
+    approves, the case stays with the unit and its clock keeps running."""
 
     subject_template: ClassVar[str] = subjects.RETURNED
     published_by: ClassVar[str] = "department"
     type: Literal["CaseReturned"] = Field("CaseReturned", description=_TYPE)
-    reason: str = Field(description="Why the case is not the unit's own (退回理由).")
+    reason: str = Field(description="Why the case is not the unit's own (异议理由).")
+
+
+LegalPath = Literal["litigation", "arbitration", "administrative_review", "other_statutory"]
+LEGAL_PATHS = {"litigation": "向人民法院提起诉讼", "arbitration": "申请仲裁", "administrative_review": "申请行政复议",
+               "other_statutory": "通过其他法定途径"}
+
+
+class AcceptanceDecided(UnitCaseEvent):
+    """受理决定: the lead unit, having signed for the case, decides within 15 days of its own receipt
+    whether to accept it (信访工作条例 Art. 23) and the resident is told in writing (受理告知书 /
+    不予受理告知书). ``accepted`` starts the 60-day handling clock; ``not_accepted`` ends the case,
+    naming the statutory path (导入法定途径) where the matter belongs to one; ``forwarded`` (not ours)
+    is an objection (异议), as :class:`CaseReturned`."""
+
+    subject_template: ClassVar[str] = subjects.ACCEPTANCE
+    published_by: ClassVar[str] = "department"
+    type: Literal["AcceptanceDecided"] = Field("AcceptanceDecided", description=_TYPE)
+    decision: Literal["accepted", "not_accepted", "forwarded"] = Field(description=(
+        "accepted (予以受理), not_accepted (不予受理: a reason is required) or forwarded (不属于本单位职责: an objection "
+        "to the bureau, with the reason, within 5 working days of receipt)."))
+    reason: str = Field("", max_length=2000, description=(
+        "Why (受理/不予受理理由); required for not_accepted and forwarded."))
+    legal_path: LegalPath | None = Field(None, description=(
+        "not_accepted only: the statutory path the matter belongs to (导入法定途径) — litigation (诉讼), arbitration "
+        "(仲裁), administrative_review (行政复议) or other_statutory."))
 
 
 class ProgressReported(UnitCaseEvent):
@@ -360,7 +393,9 @@ class ExtensionRequested(UnitCaseEvent):
 
 
 class CaseReplied(UnitCaseEvent):
-    """办理回报 / 答复."""
+    """处理意见书: the written handling opinion (答复), by the lead unit; the case counts as 办结 when it
+    is issued. In a review (复查) or re-review (复核) it is the reviewing body's opinion (复查/复核意见),
+    with ``review_outcome``; a re-review's opinion is final."""
 
     subject_template: ClassVar[str] = subjects.REPLIED
     published_by: ClassVar[str] = "department"
@@ -368,20 +403,40 @@ class CaseReplied(UnitCaseEvent):
     result: Literal["resolved", "partly_resolved", "not_supported", "explained"] = Field(description=(
         "resolved (已解决), partly_resolved (部分解决), not_supported (不予支持) or explained (解释说明)."))
     text: str = Field(description="The reply to the resident (答复意见).")
+    review_outcome: Literal["upheld", "changed", "revoked"] | None = Field(None, description=(
+        "A reviewing body's opinion only: upheld (维持), changed (变更) or revoked (撤销) the opinion reviewed."))
 
 
 # --- supervision --------------------------------------------------------------------------------
 
 class ExtensionDecided(UnitCaseEvent):
-    """延期审批: the supervision office approved or refused the lead unit's extension request."""
+    """延期审批 by the lead unit's own head (本机关负责人, 信访工作条例 Art. 34): at most 30 days; the
+    resident is told the new date and why (延期告知书). Published by the unit itself, or by supervision
+    when the head decides through its API."""
 
     subject_template: ClassVar[str] = subjects.EXTENSION_DECIDED
-    published_by: ClassVar[str] = "supervision"
+    published_by: ClassVar[str] = "department"
+    relayed_by: ClassVar[tuple[str, ...]] = ("supervision",)
     type: Literal["ExtensionDecided"] = Field("ExtensionDecided", description=_TYPE)
     approved: bool = Field(description="True: the extension is approved (同意延期).")
     days: int = Field(0, description="Days granted (0 when refused).")
     reason: str = Field("", description="Why, in words (above all when refused).")
     new_due_at: AwareDatetime | None = Field(None, description="The new reply due date, when approved.")
+    approved_by: str = Field("", max_length=200, description=(
+        "The unit's head who decided (本机关负责人), e.g. 局长 or a staff id; never a resident."))
+
+
+class ObjectionDecided(UnitCaseEvent):
+    """异议审核: the bureau (supervision office) approved or rejected a unit's objection. Approved: routing
+    routes the case again without the unit (it keeps its history). Rejected: the case stays with the
+    unit and its clock keeps running."""
+
+    subject_template: ClassVar[str] = subjects.OBJECTION_DECIDED
+    published_by: ClassVar[str] = "supervision"
+    type: Literal["ObjectionDecided"] = Field("ObjectionDecided", description=_TYPE)
+    approved: bool = Field(description="True: the objection is upheld and the case is routed again (同意退回).")
+    reason: str = Field("", max_length=2000, description="Why, in words (above all when rejected).")
+    objection_event_id: str | None = Field(None, description="event_id of the objection decided.")
 
 
 class CaseReminded(UnitCaseEvent):
@@ -424,9 +479,12 @@ class CaseClosed(CaseEvent):
     subject_template: ClassVar[str] = subjects.CLOSED
     published_by: ClassVar[str] = "supervision"
     type: Literal["CaseClosed"] = Field("CaseClosed", description=_TYPE)
-    reason: Literal["satisfied", "no_feedback", "review_upheld", "withdrawn"] = Field(description=(
+    reason: Literal["satisfied", "no_feedback", "review_upheld", "withdrawn", "not_accepted", "no_review",
+                    "re_reviewed"] = Field(description=(
         "satisfied: the resident is satisfied (满意); no_feedback: no feedback within the feedback period; "
-        "review_upheld: a review (复查/复核) upheld the reply; withdrawn: the resident withdrew."))
+        "review_upheld: a review (复查/复核) upheld the reply; withdrawn: the resident withdrew; not_accepted: the "
+        "unit did not accept it (不予受理); no_review: the resident was not satisfied and asked for no review within "
+        "the time limit (处理意见 final); re_reviewed: the re-review's opinion (复核意见) is final."))
 
 
 class CaseArchived(CaseEvent):
@@ -520,7 +578,8 @@ class UnitNotified(UnitCaseEvent):
     subject_template: ClassVar[str] = subjects.NOTIFIED
     published_by: ClassVar[str] = "supervision"
     type: Literal["UnitNotified"] = Field("UnitNotified", description=_TYPE)
-    role: Literal["lead", "co"] = Field(description="The unit's role in the case: lead (主办) or co-handling (协办).")
+    role: Literal["lead", "co", "reviewer"] = Field(description=(
+        "The unit's role in the case: lead (主办), co-handling (协办) or reviewer (复查/复核机关)."))
     event: Annotated[PetitionerFeedback | ReviewRequested | CaseClosed | CaseArchived,
                      Field(discriminator="type", description="The event, as it was published.")]
 
@@ -541,7 +600,7 @@ class AssignmentAnswer(BaseModel):
     case_id: str | None = Field(None, description="The case asked about (absent when the request was malformed).")
     unit: Code = Field(description="The unit that asked (the last token of the request subject).")
     assigned: bool = Field(description="True when the case is the unit's own now.")
-    role: Literal["lead", "co"] | None = Field(None, description="The unit's role, when assigned.")
+    role: Literal["lead", "co", "reviewer"] | None = Field(None, description="The unit's role, when assigned.")
     error: Literal["unknown_case", "not_assigned", "malformed"] | None = Field(None, description=(
         "Why not, when not assigned: unknown_case — routing has no such case (a typo, or not routed yet); "
         "not_assigned — the case is another unit's; malformed — the request was not {\"case_id\": \"...\"}."))
@@ -588,8 +647,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         CaseReceived, PetitionerFeedback, ReviewRequested, DriveOpened, DriveClosed, NightVisitLogged,
         CaseAssigned, CaseNeedsTriage, LeaderAssigned,
-        UnitSigned, CaseReturned, ProgressReported, ExtensionRequested, CaseReplied,
-        ExtensionDecided, CaseReminded, CaseOverdue, CaseEscalated, CaseClosed, CaseArchived,
+        UnitSigned, CaseReturned, AcceptanceDecided, ProgressReported, ExtensionRequested, CaseReplied,
+        ExtensionDecided, ObjectionDecided, CaseReminded, CaseOverdue, CaseEscalated, CaseClosed, CaseArchived,
         SupervisionNoticeIssued, ScorecardsPublished, EventRefused, UnitNotified,
     )
 }

@@ -102,7 +102,8 @@ def _consumer_api(stream: str, consumer: str, *, delete: bool = False) -> list[s
 
 def service_permissions(service: str, stream: str) -> dict:
     user = service_user(service)
-    events = {subjects.wildcard(c.subject_template) for c in ev.EVENT_TYPES.values() if c.published_by == service}
+    events = {subjects.wildcard(c.subject_template) for c in ev.EVENT_TYPES.values() 
+              if c.published_by == service or service in c.relayed_by}
     publish = [*events, subjects.wildcard(subjects.REFUSED), subjects.DEAD_LETTER.format(service=service),
                f"{API}.STREAM.INFO.{stream}", f"{API}.STREAM.INFO.{subjects.DEAD_LETTER_STREAM}",
                *_consumer_api(stream, service)]

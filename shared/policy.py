@@ -17,6 +17,7 @@ from shared.directory import ConfigDoc
 log = logging.getLogger(__name__)
 CHINA_TZ = timezone(timedelta(hours=8))
 Days = Field(gt=0, le=365)
+Mode = Literal["calendar_days", "working_days"]
 
 
 class DeadlinePolicy(BaseModel):
@@ -34,10 +35,17 @@ class DeadlinePolicy(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    calendar: Literal["calendar_days", "working_days"] = "calendar_days"
+    calendar: Mode = "calendar_days"
     roll_to_working_day: bool = True
     accept_days: int = Days
     sign_days: int = Days
+    # Limits that are not the 条例's own count in a mode of their own: the local sign-for limit (None:
+    # as ``calendar``), the 5 working days of an objection (Art. 23) and the delegated-service limits
+    # (代办时限: working days, as the Administrative Licensing Law counts them).
+    sign_calendar: Mode | None = None
+    objection_days: int = Field(5, gt=0, le=60)
+    objection_calendar: Mode = "working_days"
+    agent_calendar: Mode = "working_days"
     reply_days: int = Days
     max_extension_days: int = Days
     review_days: int = Days
@@ -52,9 +60,10 @@ class DeadlinePolicy(BaseModel):
         """Whether due dates depend on the official holiday schedule."""
         return self.calendar == "working_days" or self.roll_to_working_day
 
-    def last_day(self, day: date, days: int, roll: bool = True) -> date:
-        """The last day of a time limit of ``days`` counted from ``day`` (not counting ``day``)."""
-        if self.calendar == "working_days":
+    def last_day(self, day: date, days: int, roll: bool = True, calendar: Mode | None = None) -> date:
+        """The last day of a time limit of ``days`` counted from ``day`` (not counting ``day``), in
+        ``calendar`` (default: the policy's mode)."""
+        if (calendar or self.calendar) == "working_days":
             last = nth_working_day_after(day, days)
         else:
             last = day + timedelta(days=days)
@@ -69,10 +78,11 @@ class DeadlinePolicy(BaseModel):
         installed calendar does not know yet: it may move when the State Council publishes it."""
         return self.uses_holidays and _county_day(due_at - timedelta(days=1)).year > schedule_known_through()
 
-    def due(self, start: datetime, days: int, roll: bool = True) -> datetime:
+    def due(self, start: datetime, days: int, roll: bool = True, calendar: Mode | None = None) -> datetime:
         """The end (midnight, county time) of the time limit's last day (:meth:`last_day`).
-        ``roll=False`` for internal timings, which are not moved off rest days."""
-        return _end_of(self.last_day(_county_day(start), days, roll))
+        ``roll=False`` for internal timings, which are not moved off rest days; ``calendar`` for a
+        limit counted in a mode of its own (``sign_calendar``, ``objection_calendar``, ``agent_calendar``)."""
+        return _end_of(self.last_day(_county_day(start), days, roll, calendar))
 
     def extended(self, due_at: datetime, days: int) -> datetime:
         """A due date extended by ``days`` (延期), counted in the policy's mode from its last day."""

@@ -85,9 +85,11 @@ def load_routing(config_dir: Path | str, directory: Directory) -> RoutingConfig:
                 if code not in known:
                     doc.fail(("rules", i, field, j), f"unknown {what} {code!r}")
         for field, ref in [("lead", rule.lead)] + [(("co", j), c) for j, c in enumerate(rule.co)]:
+            loc = ("rules", i) + (field if isinstance(field, tuple) else (field,))
             if ref != TOWNSHIP and ref not in directory.units:
-                loc = ("rules", i) + (field if isinstance(field, tuple) else (field,))
                 doc.fail(loc, f"unknown unit {ref!r}")
+            if ref != TOWNSHIP and directory.units[ref].kind == "government":
+                doc.fail(loc, f"{ref!r} is a government (人民政府): it answers reviews and is never routed a case")
     for i, a in enumerate(config.rules):
         for b in config.rules[i + 1:]:
             if a.priority == b.priority and a.overlaps(b) and (a.lead, sorted(a.co)) != (b.lead, sorted(b.co)):

@@ -10,8 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.directory import ConfigDoc
 
 RATE_METRICS = {"closure_rate", "on_time_closure_rate", "satisfaction_rate"}
+# objections_rejected (错退): an objection the bureau found unfounded, charged to the unit that still
+# holds the case; returns (an approved objection) is no fault of the unit that receives the case.
 COUNT_METRICS = {"ever_overdue", "open_overdue", "escalated_overdue", "reviews", "re_reviews", "returns",
-                 "repeat", "extensions"}
+                 "objections_rejected", "reviews_changed", "repeat", "extensions"}
 
 
 class _Model(BaseModel):

@@ -33,11 +33,12 @@ CASE = ev.CaseReceived(case_id="QS-2026-000001", occurred_at=NOW, actor=CLERK, c
 
 
 @pytest.mark.parametrize("table, expected", [
-    (routing_handlers.HANDLERS, {"cases.received", "cases.returned.*", "cases.closed"}),
+    (routing_handlers.HANDLERS, {"cases.received", "cases.returned.*", "cases.acceptance.*",
+                                 "cases.objection_decided.*", "cases.review_requested", "cases.closed"}),
     (supervision_handlers.HANDLERS, {"cases.received", "cases.assigned.*", "cases.triage", "cases.leader_assigned",
-                                     "cases.signed.*", "cases.returned.*", "cases.progress.*",
-                                     "cases.extension_requested.*", "cases.replied.*", "cases.feedback",
-                                     "cases.review_requested"}),
+                                     "cases.signed.*", "cases.returned.*", "cases.acceptance.*", "cases.progress.*",
+                                     "cases.extension_requested.*", "cases.extension_decided.*", "cases.replied.*",
+                                     "cases.feedback", "cases.review_requested"}),
 ], ids=["routing", "supervision"])
 def test_a_consumers_filter_subjects_are_its_tables_event_subjects(table, expected: set) -> None:  # noqa: ANN001
     assert set(table.subjects) == expected

@@ -141,6 +141,7 @@ def test_users_are_generated_from_the_directory_hashed_private_and_kept(tmp_path
     assert '"user": "unit_archives"' in (folder / "auth.conf").read_text()
     archives = natsauth.unit_permissions("archives", "CASES")
     assert archives["publish"]["allow"] == sorted([
+        "cases.acceptance.archives", "cases.extension_decided.archives",
         "cases.extension_requested.archives", "cases.progress.archives", "cases.replied.archives",
         "cases.returned.archives", "cases.signed.archives", "routing.assignment.archives", "timeline.archives",
         "$JS.API.STREAM.INFO.CASES", "$JS.API.CONSUMER.INFO.CASES.unit_archives",

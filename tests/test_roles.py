@@ -77,7 +77,7 @@ def world(settings: Settings, clock: ManualClock, token: Callable[..., dict]) ->
         auth = {"no token": {}, "revoked": {"Authorization": f"Bearer {revoked}"},
                 "clerk": token("clerk", staff_id="desk1"), "supervisor": token("supervisor", staff_id="office1"),
                 "ops": token("ops"), "agent": token("agent", agent_id="agent001"),
-                "unit": token("unit", unit="chengguan")}
+                "unit": token("unit", unit="chengguan"), "unit_head": token("unit_head", unit="chengguan")}
         w = World(clients, engines, auth, clock, s)
         for svc in APPS:
             wait_until(lambda c=clients[svc]: c.get("/readyz").status_code == 200, what=f"{svc} to be ready")
@@ -121,7 +121,7 @@ def sample(w: World, service: str, key: str, who: str) -> tuple[str, str, dict]:
     method, template = key.split(" ", 1)
     ids = w.ids
     values = {"number": ids["case"], "case_id": ids["case"], "drive_id": ids["drive"], "notice_id": ids["notice"],
-              "period": ids["year"], "kind": "md", "fmt": "md"}
+              "period": ids["year"], "kind": "md", "fmt": "md", "doc_id": "none"}
     if who == "agent" and key == "GET /api/v1/cases/{number}":
         values["number"] = ids["agent_case"]  # its own
     if key.endswith("/close") and service == "intake":
@@ -151,6 +151,8 @@ def sample(w: World, service: str, key: str, who: str) -> tuple[str, str, dict]:
         "POST /api/v1/notices": {"units": ["chengguan"], "demands": "请办理。", "reply_by": "2030-12-31"},
         "POST /api/v1/notices/{notice_id}/replies": {"unit": "chengguan", "text": "已签收办理"},
         "POST /api/v1/progress": {"case_id": ids["case"], "query_code": ids["code"]},
+        "POST /api/v1/progress/documents/{doc_id}.docx": {"case_id": ids["case"], "query_code": ids["code"]},
+        "POST /api/v1/cases/{case_id}/objection": {"unit": "chengguan", "approved": True, "reason": "核实"},
         "POST /api/v1/clock/advance": {"hours": 1},
         "POST /api/v1/periods/{period}/close": {"closed_by": "forged"},
     }.get(key)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime, timezone
 
 import nats
 import pytest
@@ -43,6 +44,31 @@ def rows(engine: Engine, table: Table) -> int:
 def routed(routing: TestClient, case_id: str) -> dict:
     wait_until(lambda: routing.get(f"/api/v1/routing/{case_id}").status_code == 200, what=f"{case_id} routed")
     return routing.get(f"/api/v1/routing/{case_id}").json()
+
+
+def publish(settings: Settings, *events: ev.Event) -> None:
+    """Publish events as their publishers do (their own subject, ``Nats-Msg-Id: <event_id>``)."""
+    async def go() -> None:
+        nc = await nats.connect(settings.nats_url)
+        js = nc.jetstream()
+        for e in events:
+            await js.publish(e.subject, ev.encode(e), headers={"Nats-Msg-Id": e.event_id})
+        await nc.close()
+    asyncio.run(go())
+
+
+def decide_objection(settings: Settings, case_id: str, unit: str, approved: bool = True, reason: str = "",
+                     objection: ev.Event | None = None) -> ev.ObjectionDecided:
+    """The bureau's decision on a unit's objection (异议审核), as supervision publishes it."""
+    decision = ev.ObjectionDecided(case_id=case_id, unit=unit, approved=approved, reason=reason,
+                                   actor=ev.Actor(kind="supervisor", id="s1"), occurred_at=datetime.now(timezone.utc),
+                                   objection_event_id=objection.event_id if objection else None)
+    publish(settings, decision)
+    return decision
+
+
+def objections(routing: TestClient, case_id: str, unit: str, status: str) -> list[dict]:
+    return [o for o in routed(routing, case_id)["objections"] if o["unit"] == unit and o["status"] == status]
 
 
 def unit_do(settings: Settings, unit: str, action: str, case_id: str, **kw) -> ev.Event:  # noqa: ANN003
@@ -99,19 +125,23 @@ def test_a_unit_started_after_ten_assignments_receives_all_ten(
     assert all(e.subject.endswith(".forestry") for e in got)
 
 
-def test_a_returned_case_is_rerouted_then_triaged_then_assigned_by_a_clerk(
+def test_a_case_whose_objections_are_approved_is_rerouted_then_triaged_then_assigned_by_a_clerk(
         intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
     number = submit(intake, township="matou", village="matou-hexi", category="pollution", title="工业园区企业排污")
     first = assigned(settings, [intake_db, routing_db], number)
     assert [(e.unit, e.role) for e in first] == [("ecology", "lead"), ("matou", "co"), ("market", "co")]
 
     unit_do(settings, "ecology", "return_case", number, reason="属地环境巡查问题，应由镇里牵头")
+    wait_until(lambda: objections(routing, number, "ecology", "pending"), what="the objection to be recorded")
+    decide_objection(settings, number, "ecology")
     wait_until(lambda: any(a["unit"] == "matou" and a["role"] == "lead" and a["active"]
                            for a in routed(routing, number)["assignments"]), what="the case to be re-routed")
     again = assigned(settings, [intake_db, routing_db], number)[3:]
     assert [(e.unit, e.role, e.rule_id) for e in again] == [("matou", "lead", "territorial")]
 
     unit_do(settings, "matou", "return_case", number, reason="涉及企业环评，非本镇职责")
+    wait_until(lambda: objections(routing, number, "matou", "pending"), what="the second objection to be recorded")
+    decide_objection(settings, number, "matou")
     wait_until(lambda: any(t["case_id"] == number for t in routing.get("/api/v1/triage").json()),
                what="the case to land in triage")
     [triage] = [e for _, e in read_subject(settings.nats_url, "cases.triage")]

@@ -11,12 +11,13 @@ from services.routing import domain
 from services.routing.domain import CaseFacts
 from shared.directory import ConfigError, load_directory
 from shared.events import CHANNELS
-from shared.rules import load_routing
+from shared.rules import RoutingConfig, Rule, load_routing
 from shared.settings import REPO_ROOT
 
 SAMPLE = REPO_ROOT / "deploy" / "config"
 DIRECTORY = load_directory(SAMPLE)
 CONFIG = load_routing(SAMPLE, DIRECTORY)
+GOVERNMENTS = {"county_gov", "city_gov"}
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def test_the_sample_rules_place_every_category_in_every_township_on_every_channe
                 d = domain.route(CaseFacts(channel, township, category, "t", "c"), CONFIG, DIRECTORY)
                 assert d.lead in DIRECTORY.units, (category, township, channel)
                 assert d.rule_id is not None and d.lead not in d.co
+                assert not {d.lead, *d.co} & GOVERNMENTS, (category, township, channel)
 
 
 def test_sector_matters_go_to_the_competent_department_and_township_matters_to_the_township() -> None:
@@ -55,11 +57,40 @@ def test_naming_a_unit_without_accusing_it_is_not_an_accusation() -> None:
     assert domain.accused_units(facts, DIRECTORY, CONFIG.accusation_words) == set()
 
 
+def test_a_township_government_named_in_an_accusation_accuses_the_township_not_the_county_or_the_city() -> None:
+    facts = CaseFacts("letter", "xishan", "land_resources", "举报", "举报西山乡人民政府违规占地")
+    assert domain.accused_units(facts, DIRECTORY, CONFIG.accusation_words) == {"xishan"}
+    named = CaseFacts("letter", "xishan", "land_resources", "举报", "举报青山县人民政府违规征地")
+    assert domain.accused_units(named, DIRECTORY, CONFIG.accusation_words) == {"county_gov"}
+
+
 def test_a_returned_case_skips_the_units_that_returned_it() -> None:
     facts = CaseFacts("walk_in", "matou", "pollution", "t", "c")
     again = domain.route(facts, CONFIG, DIRECTORY, excluded={"ecology"})
     assert again.lead == "matou" and again.rule_id == "territorial"
     assert domain.route(facts, CONFIG, DIRECTORY, excluded={"ecology", "matou"}).lead is None
+
+
+def test_a_government_is_never_the_lead_or_a_co_handling_unit_of_a_case() -> None:
+    # Even a rule (or a repeat petition) that names one: the governments answer reviews (复查/复核).
+    config = RoutingConfig(rules=[Rule(id="county-wide", priority=99, lead="county_gov", co=["city_gov", "$township"]),
+                                  Rule(id="everything", priority=50, lead="natres", co=["county_gov", "agri"]),
+                                  Rule(id="territorial", lead="$township")])
+    facts = CaseFacts("walk_in", "xishan", "land_resources", "t", "c")
+    d = domain.route(facts, config, DIRECTORY)
+    assert (d.lead, d.co, d.rule_id) == ("natres", ("agri",), "everything")
+    repeat = domain.route(facts, config, DIRECTORY, preferred_lead="county_gov")
+    assert (repeat.lead, repeat.rule_id) == ("natres", "everything")
+    assert domain.not_routed(DIRECTORY) == GOVERNMENTS
+
+
+def test_the_reviewing_body_is_one_level_above_the_unit_whose_opinion_is_reviewed() -> None:
+    assert domain.reviewer(DIRECTORY, "xishan", "review") == ("county_gov", "xishan")
+    assert domain.reviewer(DIRECTORY, "forestry", "review") == ("county_gov", "forestry")
+    assert domain.reviewer(DIRECTORY, "xishan", "re_review", reviewed_by="county_gov") == ("city_gov", "county_gov")
+    assert domain.reviewer(DIRECTORY, "xishan", "re_review") == ("city_gov", "county_gov")  # no review recorded
+    assert domain.reviewer(DIRECTORY, "supervision_office", "review") == (None, None)  # the directory names none
+    assert domain.reviewer(DIRECTORY, None, "review") == (None, None)
 
 
 def test_the_classifier_suggests_a_category_and_how_sure_it_is(classifier: domain.Classifier) -> None:

@@ -69,23 +69,46 @@ def expected(cases: list[Planned]) -> dict:
         return round(a / b, 6) if b else None
     c = [p for p in cases if p.received.year == 2026]
     closed = [p for p in c if p.closed]
-    on_time = [p for p in closed if not p.reply_overdue]
+    on_time = [p for p in closed if not (p.accept_overdue or p.reply_overdue)]  # the lead's own limits
+    overdue = [p for p in c if p.sign_overdue or p.accept_overdue or p.reply_overdue]  # a review's is not the lead's
     feedback = [p for p in c if p.final_satisfied is not None]
+    changed = [r for p in c for r in p.reviews if r.outcome in ("changed", "revoked")]
     return {
-        "received": len(c), "assigned": len(c), "signed": sum(p.signed for p in c),
-        "signed_on_time": sum(p.signed and not p.sign_overdue for p in c),
+        "received": len(c), "assigned": len(c), "signed": sum(p.signed or p.signed_by_objector for p in c),
+        "signed_on_time": sum((p.signed or p.signed_by_objector) and not p.sign_overdue for p in c),
+        "accepted": sum(p.acceptance == "accepted" for p in c),
+        "not_accepted": sum(p.acceptance == "not_accepted" for p in c),
         "closed": len(closed), "closure_rate": share(len(closed), len(c)),
         "closed_on_time": len(on_time), "on_time_closure_rate": share(len(on_time), len(c)),
-        "open_overdue": sum((p.sign_overdue or p.reply_overdue) and not p.closed for p in c),
-        "ever_overdue": sum(p.sign_overdue or p.reply_overdue for p in c),
-        "escalated_overdue": sum(p.escalated_overdue for p in c), "extensions": sum(p.extension for p in c),
+        "open_overdue": sum(not p.closed for p in overdue), "ever_overdue": len(overdue),
+        "escalated_overdue": sum(p.escalated_overdue for p in c),
+        "review_overdue": sum(any(r.overdue for r in p.reviews) for p in c),
+        "extensions": sum(p.extension for p in c),
         "with_feedback": len(feedback), "satisfied": sum(p.final_satisfied for p in feedback),
         "satisfaction_rate": share(sum(p.final_satisfied for p in feedback), len(feedback)),
-        "reviews": sum(p.reviews for p in c), "re_reviews": sum(p.re_reviews for p in c),
+        "reviews": sum(p.count("review") for p in c), "re_reviews": sum(p.count("re_review") for p in c),
+        "reviews_answered": sum(p.count("review", "answered") for p in c),
+        "re_reviews_answered": sum(p.count("re_review", "answered") for p in c),
+        "reviews_changed": len(changed),
         "repeat": sum(p.repeat_of is not None for p in c), "escalated": sum(p.escalated for p in c),
         "collective": sum(p.collective for p in c), "backlog": sum(p.backlog for p in c),
-        "backlog_resolved": sum(p.backlog and p.closed for p in c), "returns": sum(len(p.returned_by) for p in c),
+        "backlog_resolved": sum(p.backlog and p.closed for p in c),
+        "objections": sum(len(p.objections) for p in c),
+        "objections_rejected": sum(not o.approved for p in c for o in p.objections),
+        "returns": sum(len(p.returned_by) for p in c),
     }
+
+
+def test_the_history_exercises_every_step_of_the_procedure(history: History) -> None:
+    """The script's 2026 cases include each path the figures tell apart, so no figure is checked at 0."""
+    figs = expected(history.cases)
+    assert all(figs[k] for k in ("not_accepted", "objections", "objections_rejected", "returns", "review_overdue",
+                                 "reviews_answered", "re_reviews_answered", "reviews_changed", "extensions"))
+    assert figs["reviews"] > figs["reviews_answered"]  # some reviews wait for their opinion: not 办结
+    c = [p for p in history.cases if p.received.year == 2026]
+    assert any(o.role == "co" and o.approved for p in c for o in p.objections)
+    assert any(o.forwarded for p in c for o in p.objections)
+    assert any(r.escalated for p in c for r in p.reviews) and any(p.reopened_after_close for p in c)
 
 
 def test_every_figure_equals_the_scripts_own_count(scoring: TestClient, settings: Settings, history: History) -> None:
@@ -145,9 +168,12 @@ def independent_score(figs: dict, weights) -> float:  # noqa: ANN001
 
 
 def check_scorecards(report: dict, history: History, weights) -> None:  # noqa: ANN001
+    """Townships, and departments with the bureau's offices, each ranked; the governments that answer
+    reviews (county_gov, city_gov) are never scored."""
     for group, kind in (("townships", {"township"}), ("departments", {"department", "office"})):
         cards = report["scorecards"][group]
         assert {c["unit"] for c in cards} == {u for u, x in DIRECTORY.units.items() if x.kind in kind}
+        assert not {"county_gov", "city_gov"} & {c["unit"] for c in cards}
         for card in cards:
             assert card["score"] == independent_score(expected([p for p in history.cases if p.lead == card["unit"]]),
                                                       weights)
@@ -169,7 +195,7 @@ def test_scorecards_follow_the_weights_file_and_change_with_it(
                                          .replace("weight: 20\n    cap: 20", "weight: 5\n    cap: 5"), encoding="utf-8")
     changed = settings.model_copy(update={"config_dir": config})
     weights = load_weights(config)
-    assert [m.weight for m in weights.metrics if m.metric == "returns"] == [8]
+    assert [m.weight for m in weights.metrics if m.metric == "objections_rejected"] == [8]
     with TestClient(create_app(changed), headers=scoring.headers) as other:
         report = other.get("/api/v1/reports/2026").json()
     check_scorecards(report, history, weights)
@@ -206,7 +232,10 @@ def test_the_narrative_csv_and_xlsx_agree_with_the_json(scoring: TestClient, set
 
     text = report["narrative"]
     pct = lambda v: f"{v * 100:.1f}"  # noqa: E731 - no half-way cases at these counts
-    assert f"共受理信访事项{f['received']}件，办结{f['closed']}件，办结率达到{pct(f['closure_rate'])}%" in text
+    assert f"共受理信访事项{f['received']}件，办结{f['closed']}件，办结率达到{pct(f['closure_rate'])}%，" \
+           f"其中出具处理意见{f['closed'] - f['not_accepted']}件、不予受理{f['not_accepted']}件" in text
+    assert f"变更或撤销原处理意见{f['reviews_changed']}件" in text
+    assert f"提出异议{f['objections']}件，经审核同意退回{f['returns']}件" in text
     assert f"矛盾纠纷受理室共受理各类矛盾纠纷{ch['walk_in']['received']}件" in text
     assert f"共受理网上信访{ch['online']['received']}件，办结率达到{pct(ch['online']['closure_rate'])}%" in text
     assert f"走访群众{ch['night_visit']['households_visited']}户" in text
@@ -238,4 +267,5 @@ def test_closing_a_period_freezes_its_figures_and_publishes_the_scorecards(
     assert scoring.post("/api/v1/periods/2026/close", json={"closed_by": "dbk01"}).status_code == 409
     wait_until(lambda: read_subject(settings.nats_url, "scoring.period_closed") != [], what="ScorecardsPublished")
     [(_, published)] = read_subject(settings.nats_url, "scoring.period_closed")
-    assert published.period == "2026" and len(published.scores) == len(DIRECTORY.units)
+    scored = [u for u, x in DIRECTORY.units.items() if x.kind != "government"]
+    assert published.period == "2026" and sorted(s.unit for s in published.scores) == sorted(scored)

@@ -1,7 +1,10 @@
 """Scoring counts only what a case's lifecycle accepted, with the very fold supervision uses
 (shared/lifecycle.py): an event supervision refuses moves no figure, a late but legal event counts
 once what it follows has arrived, a second receipt of a case number changes nothing, and a rebuild
-from a stream full of refused, forged and invalid events reaches exactly the live figures."""
+from a stream full of refused, forged and invalid events reaches exactly the live figures. The
+lawful procedure's figures: 办结 is the lead unit's opinion (or 不予受理), a review reopens it until
+the reviewing body's opinion, an objection re-routes only once approved, and a review's lateness is
+the reviewing body's."""
 from __future__ import annotations
 
 import asyncio
@@ -56,6 +59,45 @@ def assignment(case: ev.CaseReceived, lead: str, at: datetime) -> ev.CaseAssigne
 
 def sign(case_id: str, code: str, at: datetime) -> ev.UnitSigned:
     return ev.UnitSigned(case_id=case_id, occurred_at=at, actor=unit(code), unit=code)
+
+
+def accept(case_id: str, code: str, at: datetime, decision: str = "accepted",
+           **extra) -> ev.AcceptanceDecided:  # noqa: ANN003
+    """受理决定: accepted, or not_accepted (with ``reason`` and ``legal_path``), or forwarded (异议)."""
+    return ev.AcceptanceDecided(case_id=case_id, occurred_at=at, actor=unit(code), unit=code, decision=decision,
+                                reason=extra.pop("reason", "属于本单位职责"), **extra)
+
+
+def handled_by(case: ev.CaseReceived, code: str, t: datetime) -> list[ev.Event]:
+    """The case, assigned to ``code`` an hour after ``t``, signed for and accepted in the next two."""
+    return [case, assignment(case, code, t + timedelta(hours=1)), sign(case.case_id, code, t + timedelta(hours=2)),
+            accept(case.case_id, code, t + timedelta(hours=3))]
+
+
+def opinion(case_id: str, code: str, at: datetime, outcome: str | None = None) -> ev.CaseReplied:
+    """处理意见书 (a lead unit's), or a reviewing body's 复查/复核意见 with its ``outcome``."""
+    return ev.CaseReplied(case_id=case_id, occurred_at=at, actor=unit(code), unit=code, result="explained",
+                          text="处理意见", review_outcome=outcome)
+
+
+def reviewer(case: ev.CaseReceived, code: str, level: str, at: datetime) -> ev.CaseAssigned:
+    return ev.CaseAssigned(case_id=case.case_id, occurred_at=at, actor=ROUTING, unit=code, role="reviewer",
+                           review_level=level, case=ev.CaseBrief.of(case))
+
+
+def objection(case_id: str, code: str, at: datetime) -> ev.CaseReturned:
+    return ev.CaseReturned(case_id=case_id, occurred_at=at, actor=unit(code), unit=code, reason="非本单位职责")
+
+
+def decided(case_id: str, code: str, at: datetime, approved: bool) -> ev.ObjectionDecided:
+    return ev.ObjectionDecided(case_id=case_id, occurred_at=at, actor=SUPERVISION, unit=code, approved=approved)
+
+
+def counted(*events: ev.Event) -> domain.CaseFacts:
+    """The facts of one case from these events, each placed at its own time."""
+    facts = domain.counted_facts(events[0].case_id, list(events), [e.occurred_at for e in events], POLICY, {})
+    assert facts is not None
+    return facts
 
 
 # --- the bus and the databases ------------------------------------------------------------------
@@ -145,6 +187,102 @@ def test_a_cases_facts_count_only_the_events_its_fold_applies() -> None:
     on_time = sign(case.case_id, "forestry", t + timedelta(hours=2))
     facts = domain.counted_facts(case.case_id, [*events, on_time], [*placed, on_time.occurred_at], POLICY, {})
     assert facts.signed_at == on_time.occurred_at
+
+
+# --- the lawful procedure's figures ---------------------------------------------------------------
+
+def test_the_lead_units_opinion_is_ban_jie_and_a_review_reopens_it_until_the_reviewing_bodys_opinion() -> None:
+    t = NOW - timedelta(days=20)
+    case = receipt("QS-2026-000201", t)
+    handled = [*handled_by(case, "forestry", t), opinion(case.case_id, "forestry", t + timedelta(days=5))]
+    facts = counted(*handled)
+    assert domain.is_closed(facts) and facts.replied_at == t + timedelta(days=5) and facts.closed_at is None
+    assert (facts.acceptance, facts.decided_at) == ("accepted", t + timedelta(hours=3))
+
+    asked = ev.ReviewRequested(case_id=case.case_id, occurred_at=t + timedelta(days=6), actor=CLERK, level="review",
+                               reason="不服处理意见")
+    own = opinion(case.case_id, "forestry", t + timedelta(days=8), "upheld")  # the lead may not answer its review
+    facts = counted(*handled, asked, own, reviewer(case, "county_gov", "review", t + timedelta(days=7)))
+    assert not domain.is_closed(facts) and domain.pending_review(facts) == "review"
+    assert (facts.replied_at, facts.reviewed_at) == (t + timedelta(days=5), None)
+    assert domain.figures([facts])["closed"] == 0 and domain.figures([facts])["reviews"] == 1
+
+    answer = opinion(case.case_id, "county_gov", t + timedelta(days=9), "changed")
+    facts = counted(*handled, asked, own, reviewer(case, "county_gov", "review", t + timedelta(days=7)), answer)
+    assert domain.is_closed(facts) and domain.closed_on_time(facts)
+    assert (facts.replied_at, facts.reviewed_at, facts.review_outcome) == (t + timedelta(days=5), answer.occurred_at,
+                                                                            "changed")
+    assert facts.lead_unit == "forestry"  # naming the reviewer changes no lead
+    figs = domain.figures([facts])
+    assert (figs["closed"], figs["reviews"], figs["reviews_answered"], figs["reviews_changed"]) == (1, 1, 1, 1)
+
+    again = ev.ReviewRequested(case_id=case.case_id, occurred_at=t + timedelta(days=10), actor=CLERK, level="re_review",
+                               reason="不服复查意见")
+    upheld = opinion(case.case_id, "city_gov", t + timedelta(days=15), "upheld")
+    facts = counted(*handled, asked, reviewer(case, "county_gov", "review", t + timedelta(days=7)), answer, again,
+                    upheld, reviewer(case, "city_gov", "re_review", t + timedelta(days=11)))
+    figs = domain.figures([facts])
+    assert (facts.re_reviewed_at, facts.re_review_outcome) == (upheld.occurred_at, "upheld")
+    assert (figs["closed"], figs["re_reviews"], figs["re_reviews_answered"], figs["reviews_changed"]) == (1, 1, 1, 1)
+
+
+def test_a_case_not_accepted_is_ban_jie_and_counted_on_its_own() -> None:
+    t = NOW - timedelta(days=3)
+    case = receipt("QS-2026-000202", t)
+    other = receipt("QS-2026-000203", t)
+    not_ours = counted(case, assignment(case, "forestry", t + timedelta(hours=1)),
+                       sign(case.case_id, "forestry", t + timedelta(hours=2)),
+                       accept(case.case_id, "forestry", t + timedelta(hours=3), "not_accepted",
+                              reason="已经依法通过诉讼途径解决", legal_path="litigation"))
+    waiting = counted(*handled_by(other, "forestry", t))
+    assert domain.is_closed(not_ours) and domain.closed_on_time(not_ours) and not domain.is_closed(waiting)
+    figs = domain.figures([not_ours, waiting])
+    assert (figs["not_accepted"], figs["accepted"], figs["closed"], figs["closure_rate"]) == (1, 1, 1, 0.5)
+
+
+def test_an_objection_re_routes_the_case_only_once_the_bureau_approves_it() -> None:
+    t = NOW - timedelta(days=3)
+    case = receipt("QS-2026-000204", t)
+    routed = [case, assignment(case, "forestry", t + timedelta(hours=1)),
+              objection(case.case_id, "forestry", t + timedelta(hours=2))]
+    facts = counted(*routed)
+    assert (facts.lead_unit, facts.objections, facts.returns) == ("forestry", ["forestry"], [])  # until decided
+
+    rejected = [*routed, decided(case.case_id, "forestry", t + timedelta(hours=3), approved=False)]
+    facts = counted(*rejected)
+    assert (facts.lead_unit, facts.objections_rejected, facts.returns) == ("forestry", 1, [])
+
+    again = [*rejected, ev.AcceptanceDecided(case_id=case.case_id, occurred_at=t + timedelta(hours=5),
+                                             actor=unit("forestry"), unit="forestry", decision="forwarded",
+                                             reason="属于自然资源部门职责"),
+             decided(case.case_id, "forestry", t + timedelta(hours=6), approved=True)]
+    facts = counted(*again)
+    assert (facts.lead_unit, facts.objections, facts.returns) == (None, ["forestry", "forestry"], ["forestry"])
+    figs = domain.figures([facts])
+    assert (figs["assigned"], figs["objections"], figs["objections_rejected"], figs["returns"]) == (0, 2, 1, 1)
+
+    facts = counted(*again, assignment(case, "hrss", t + timedelta(hours=7)))
+    assert facts.lead_unit == "hrss" and domain.figures([facts])["assigned"] == 1
+
+
+def test_a_reviews_overdue_is_the_reviewing_bodys_and_not_the_lead_units() -> None:
+    t = NOW - timedelta(days=60)
+    case = receipt("QS-2026-000205", t)
+    asked = ev.ReviewRequested(case_id=case.case_id, occurred_at=t + timedelta(days=6), actor=CLERK, level="review",
+                               reason="不服")
+    due = t + timedelta(days=36)
+    late = [ev.CaseOverdue(case_id=case.case_id, occurred_at=due, actor=SUPERVISION, unit="county_gov",
+                           due_kind="review", due_at=due),
+            ev.CaseEscalated(case_id=case.case_id, occurred_at=due + timedelta(days=5), actor=SUPERVISION,
+                             unit="county_gov", due_kind="review", due_at=due)]
+    facts = counted(*handled_by(case, "forestry", t), opinion(case.case_id, "forestry", t + timedelta(days=5)), asked,
+                    reviewer(case, "county_gov", "review", t + timedelta(days=6, hours=1)), *late,
+                    opinion(case.case_id, "county_gov", due + timedelta(days=6), "upheld"))
+    figs = domain.figures([facts])
+    assert (figs["ever_overdue"], figs["open_overdue"], figs["escalated_overdue"]) == (0, 0, 0)
+    assert figs["review_overdue"] == 1
+    assert (figs["closed"], figs["closed_on_time"]) == (1, 1)
+    assert domain.accountability([facts], {}, DIRECTORY) == []  # the lead unit answers for none of it
 
 
 # --- against a real nats-server ----------------------------------------------------------------
@@ -242,9 +380,11 @@ def refused_by_the_lifecycle(history: History) -> list[ev.Event]:
     mine = [p for p in history.cases if p.received.year == 2026]
     signed = next(p for p in mine if p.signed and p.replied)
     unsigned = [p for p in mine if not p.signed]
-    closed = next(p for p in mine if p.closed and not p.reviews)
-    replied_once = next(p for p in mine if p.replied and not p.reviews and not p.closed)
-    stranger = next(u for u in sorted(DIRECTORY.units) if u != signed.lead and u not in signed.returned_by)
+    closed = next(p for p in mine if p.final_closed and not p.reviews)
+    replied_once = next(p for p in mine if p.replied and not p.reviews and not p.final_closed)
+    reviewed = next(p for p in mine if p.review_pending)
+    held = {signed.lead, signed.co, *(o.unit for o in signed.objections)}
+    stranger = next(u for u in sorted(DIRECTORY.units) if u not in held)
 
     def late(case_id: str) -> datetime:  # after everything the script did to the case
         return max(e.occurred_at for e in history.events if getattr(e, "case_id", None) == case_id) + timedelta(days=1)
@@ -257,6 +397,9 @@ def refused_by_the_lifecycle(history: History) -> list[ev.Event]:
                       reason="satisfied"),  # closed twice
         ev.ReviewRequested(case_id=replied_once.case_id, occurred_at=late(replied_once.case_id), actor=CLERK,
                            level="re_review", reason="复核 before any 复查"),
+        opinion(reviewed.case_id, reviewed.lead, late(reviewed.case_id)),  # the lead answering its own review
+        ev.ObjectionDecided(case_id=signed.case_id, occurred_at=late(signed.case_id), actor=SUPERVISION,
+                            unit=signed.lead, approved=True),  # no objection waiting: the lead stays
     ]
 
 

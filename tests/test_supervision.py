@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, timedelta
+from datetime import datetime, timedelta
 
 from docx import Document
 from fastapi.testclient import TestClient
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from services.units.client import UnitClient
 from shared import events as ev
 from shared.clock import ManualClock
+from shared.policy import load_policy
 from shared.settings import Settings
 from tests.helpers import case_body, outbox_pending, read_subject, wait_until
 
@@ -108,8 +110,9 @@ def test_an_illegal_transition_is_refused_recorded_and_counted(
     assert 'xf_supervision_refused_events_total{type="CaseReplied"} 1.0' in supervision.get("/metrics").text
 
 
-def test_an_approved_extension_moves_the_reply_due_date_and_tells_the_unit(
-        intake: TestClient, routing: TestClient, supervision: TestClient, settings: Settings) -> None:
+def test_an_extension_approved_by_the_units_head_moves_the_reply_due_date_and_tells_the_unit(
+        intake: TestClient, routing: TestClient, supervision: TestClient, settings: Settings,
+        token: Callable[..., dict]) -> None:
     number = submit(intake)["case_number"]
     wait_state(supervision, number, "assigned")
     unit(settings, "forestry", "sign", number)
@@ -118,14 +121,22 @@ def test_an_approved_extension_moves_the_reply_due_date_and_tells_the_unit(
     unit(settings, "forestry", "request_extension", number, days=20, reason="需林地权属鉴定")
     wait_until(lambda: any(s["event"] == "ExtensionRequested" for s in
                            supervision.get(f"/api/v1/cases/{number}/timeline").json()), what="the request")
-    answer = supervision.post(f"/api/v1/cases/{number}/extension",
-                              json={"approved": True, "days": 20, "reason": "同意延期", "decided_by": "dbk01"})
+    decision = {"approved": True, "days": 20, "reason": "同意延期"}
+    # 本机关负责人 (Art. 34): another unit's head does not see the case; the bureau may not decide it
+    assert supervision.post(f"/api/v1/cases/{number}/extension", json=decision,
+                            headers=token("unit_head", unit="health")).status_code == 404
+    assert supervision.post(f"/api/v1/cases/{number}/extension", json=decision).status_code == 403
+    head = token("unit_head", unit="forestry")
+    answer = supervision.post(f"/api/v1/cases/{number}/extension", json=decision, headers=head)
     assert answer.status_code == 200, answer.text
     after = next(d for d in answer.json()["dues"] if d["kind"] == "reply")
-    assert date.fromisoformat(after["due_at"][:10]) - date.fromisoformat(before["due_at"][:10]) == timedelta(days=20)
-    assert supervision.post(f"/api/v1/cases/{number}/extension", json={
-        "approved": True, "days": 5, "reason": "再延", "decided_by": "dbk01"}).status_code == 409
+    policy = load_policy(settings.config_dir)
+    assert after["due_at"] == policy.extended(datetime.fromisoformat(before["due_at"]), 20).isoformat()
+    assert supervision.post(f"/api/v1/cases/{number}/extension", headers=head, json={
+        "approved": True, "days": 5, "reason": "再延"}).status_code == 409
     wait_until(lambda: read_subject(settings.nats_url, "cases.extension_decided.forestry") != [], what="the decision")
+    [(_, decided)] = read_subject(settings.nats_url, "cases.extension_decided.forestry")
+    assert decided.unit == "forestry" and decided.actor.kind == "unit" and decided.new_due_at.isoformat() == after["due_at"]
 
 
 def test_notices_are_numbered_per_year_and_render_to_docx(

@@ -19,6 +19,8 @@ WORKING = POLICY.model_copy(update={"calendar": "working_days"})
 T0 = datetime(2026, 3, 2, 1, 0, tzinfo=timezone.utc)  # 09:00 in the county
 SYS = ev.Actor(kind="service", id="test")
 UNIT = ev.Actor(kind="unit", id="forestry")
+HEAD = ev.Actor(kind="unit", id="forestry-head")
+GOV = ev.Actor(kind="unit", id="county_gov")
 BRIEF = ev.CaseBrief(title="t", content="c", channel="walk_in", received_at=T0, township="xishan", resident_name="甲")
 
 
@@ -33,13 +35,18 @@ def lifecycle(case_id: str = "QS-2026-000001") -> list[ev.Event]:
         ev.CaseAssigned(case_id=case_id, occurred_at=at(1), actor=SYS, unit="forestry", role="lead", case=BRIEF),
         ev.CaseAssigned(case_id=case_id, occurred_at=at(1), actor=SYS, unit="xishan", role="co", case=BRIEF),
         ev.UnitSigned(case_id=case_id, occurred_at=at(5), actor=UNIT, unit="forestry"),
+        ev.AcceptanceDecided(case_id=case_id, occurred_at=at(8), actor=UNIT, unit="forestry", decision="accepted"),
         ev.ProgressReported(case_id=case_id, occurred_at=at(30), actor=UNIT, unit="forestry", note="现场勘查"),
         ev.ExtensionRequested(case_id=case_id, occurred_at=at(40), actor=UNIT, unit="forestry", days=20, reason="r"),
-        ev.ExtensionDecided(case_id=case_id, occurred_at=at(41), actor=SYS, unit="forestry", approved=True, days=20),
+        ev.ExtensionDecided(case_id=case_id, occurred_at=at(41), actor=HEAD, unit="forestry", approved=True, days=20,
+                            approved_by="局长"),
         ev.CaseReplied(case_id=case_id, occurred_at=at(300), actor=UNIT, unit="forestry", result="resolved", text="已办"),
         ev.PetitionerFeedback(case_id=case_id, occurred_at=at(320), actor=SYS, satisfied=False),
         ev.ReviewRequested(case_id=case_id, occurred_at=at(330), actor=SYS, level="review", reason="不服"),
-        ev.CaseReplied(case_id=case_id, occurred_at=at(500), actor=UNIT, unit="forestry", result="explained", text="复查"),
+        ev.CaseAssigned(case_id=case_id, occurred_at=at(330), actor=SYS, unit="county_gov", role="reviewer",
+                        review_level="review", case=BRIEF),
+        ev.CaseReplied(case_id=case_id, occurred_at=at(500), actor=GOV, unit="county_gov", result="explained", text="复查",
+                       review_outcome="upheld"),
         ev.PetitionerFeedback(case_id=case_id, occurred_at=at(510), actor=SYS, satisfied=True),
         ev.CaseClosed(case_id=case_id, occurred_at=at(511), actor=SYS, reason="satisfied"),
     ]
@@ -50,9 +57,12 @@ def test_an_ordered_lifecycle_applies_every_event_and_tracks_due_dates() -> None
     assert [v.reason for v in verdicts if not v.applied] == []
     assert state.state == "closed" and state.lead == "forestry" and state.co == {"xishan"}
     kinds = [(d.kind, d.met_at is not None) for d in state.dues]
-    assert kinds == [("accept", True), ("sign", True), ("reply", True), ("review", True)]
+    assert kinds == [("sign", True), ("accept", True), ("reply", True), ("review", True)]
     reply = next(d for d in state.dues if d.kind == "reply")
-    assert reply.due_at == POLICY.due(at(5), POLICY.reply_days) + timedelta(days=20)  # extended
+    # 60 days from acceptance (Art. 34), then extended by the unit head's 20 days
+    assert reply.due_at == POLICY.extended(POLICY.due(at(8), POLICY.reply_days), 20)
+    review = next(d for d in state.dues if d.kind == "review")
+    assert review.unit == "county_gov" and state.reviewers == {"review": "county_gov"}
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -95,7 +105,7 @@ def test_a_delegated_case_carries_the_agents_time_limit() -> None:
         agent_id="agent001", agency_id="chengguan-ag1", service_type="business_license")})
     state, _ = domain.fold([case], POLICY, {"business_license": 5})
     agent = next(d for d in state.dues if d.kind == "agent")
-    assert agent.due_at == POLICY.due(at(0), 5)
+    assert agent.due_at == POLICY.due(at(0), 5, calendar="working_days")  # 代办时限: working days
 
 
 # --- the calendar, with real dates: National Day 2026 ------------------------------------------
@@ -126,6 +136,7 @@ def test_working_days_count_the_make_up_sunday_before_mid_autumn() -> None:
 def test_sweep_stages_come_in_order_around_a_due_date() -> None:
     state, _ = domain.fold(lifecycle()[:3], POLICY, {})
     sign = next(d for d in state.dues if d.kind == "sign")
+    state.dues = [sign]
     assert domain.alerts_due(state, sign.due_at - timedelta(days=4), POLICY) == []
     stages = [s for s, d in domain.alerts_due(state, sign.due_at + timedelta(days=6), POLICY) if d.kind == "sign"]
     assert stages == ["reminded", "overdue", "escalated"]
@@ -139,7 +150,7 @@ def test_the_installed_calendar_knows_2026s_make_up_days() -> None:
 # --- the transition table -------------------------------------------------------------------------
 
 LIFECYCLE_EVENTS = {ev.CaseReceived, ev.CaseAssigned, ev.CaseNeedsTriage, ev.LeaderAssigned, ev.UnitSigned,
-                    ev.CaseReturned, ev.ProgressReported, ev.ExtensionRequested, ev.ExtensionDecided, ev.CaseReplied,
+                    ev.CaseReturned, ev.AcceptanceDecided, ev.ObjectionDecided, ev.ProgressReported, ev.ExtensionRequested, ev.ExtensionDecided, ev.CaseReplied,
                     ev.PetitionerFeedback, ev.ReviewRequested, ev.CaseReminded, ev.CaseOverdue, ev.CaseEscalated,
                     ev.CaseClosed, ev.CaseArchived}
 
@@ -154,7 +165,7 @@ def test_every_event_supervision_folds_has_its_own_transition() -> None:
         assert list(inspect.signature(transition).parameters) == ["s", "e", "at", "ctx"], event_type
         assert transition.__doc__, event_type
     # On the timeline: what the consumer receives and what supervision decides itself.
-    folded = set(HANDLERS.handlers) | set(ALERT_EVENTS.values()) | {ev.ExtensionDecided, ev.CaseClosed,
+    folded = set(HANDLERS.handlers) | set(ALERT_EVENTS.values()) | {ev.ObjectionDecided, ev.CaseClosed,
                                                                    ev.CaseArchived}
     assert folded == set(domain.TRANSITIONS)
     # A new case event type needs a transition (UnitNotified only forwards one to the units).
@@ -177,30 +188,57 @@ ILLEGAL = [
     (4, ev.UnitSigned(**later(6), actor=UNIT, unit="forestry"), "cannot sign: the case is signed"),
     (4, ev.CaseNeedsTriage(**later(6), actor=SYS, reason="no_rule"), "cannot triage: the case is signed"),
     (4, ev.CaseReturned(**later(6), actor=UNIT, unit="health", reason="r"),
-     "health cannot return a case it does not hold"),
+     "health cannot object to a case it does not hold"),
     (4, ev.CaseReplied(**later(6), actor=UNIT, unit="xishan", result="resolved", text="t"),
      "xishan does not lead the case"),
     (4, ev.ReviewRequested(**later(6), actor=SYS, level="review", reason="r"),
-     "nothing to review: the case is signed"),  # a review before the reply
+     "nothing to review: the case is signed"),  # a review before the opinion
     (4, ev.PetitionerFeedback(**later(6), actor=SYS, satisfied=True), "feedback before a reply"),
     (4, ev.CaseClosed(**later(6), actor=SYS, reason="satisfied"), "cannot close: the case is signed"),
     (4, ev.CaseArchived(**later(6), actor=SYS), "cannot archive: the case is signed"),
-    (4, ev.ExtensionDecided(**later(6), actor=SYS, unit="forestry", approved=True, days=5),
+    (4, ev.ExtensionDecided(**later(6), actor=HEAD, unit="forestry", approved=True, days=5),
      "no extension was requested"),
     (4, ev.ExtensionRequested(**later(6), actor=UNIT, unit="forestry", days=POLICY.max_extension_days + 1, reason="r"),
      f"at most {POLICY.max_extension_days} days"),
     (3, ev.ExtensionRequested(**later(2), actor=UNIT, unit="forestry", days=5, reason="r"),
-     "only the lead unit of a signed case may ask for an extension"),
-    (7, ev.ExtensionRequested(**later(45), actor=UNIT, unit="forestry", days=5, reason="r"),
+     "only the lead unit handling the case may ask for an extension"),
+    # 受理 (Art. 23): by the lead, after its sign-for, once; 不予受理 says why
+    (4, ev.AcceptanceDecided(**later(6), actor=UNIT, unit="health", decision="accepted"), "health does not lead the case"),
+    (3, ev.AcceptanceDecided(**later(4), actor=UNIT, unit="forestry", decision="accepted"),
+     "sign for the case first (签收), then decide on its acceptance"),
+    (5, ev.AcceptanceDecided(**later(9), actor=UNIT, unit="forestry", decision="not_accepted", reason="r"),
+     "the acceptance was decided already (accepted)"),
+    (4, ev.AcceptanceDecided(**later(6), actor=UNIT, unit="forestry", decision="not_accepted"),
+     "not_accepted needs a reason (不予受理理由), told to the resident in writing"),
+    # 异议 (Art. 23): before acceptance, with reasons, within 5 working days of the unit's receipt
+    (5, ev.CaseReturned(**later(9), actor=UNIT, unit="forestry", reason="r"), "cannot object: the case is accepted"),
+    (4, ev.CaseReturned(**later(6), actor=UNIT, unit="forestry", reason=" "), "an objection needs its reasons (异议理由)"),
+    # assigned Mon 2 Mar 10:00: the 5th working day is Mon 9 Mar; Tue 10 Mar is too late
+    (4, ev.CaseReturned(**later(24 * 8), actor=UNIT, unit="forestry", reason="r"),
+     "objections are due within 5 working days of receipt (Art. 23): the case stays with forestry"),
+    (4, ev.ObjectionDecided(**later(6), actor=SYS, unit="forestry", approved=True), "no objection of forestry is waiting"),
+    # 延期 (Art. 34): asked before the due date, decided by the lead unit's own head, 1..30 days
+    (6, ev.ExtensionRequested(**later(24 * 70), actor=UNIT, unit="forestry", days=5, reason="r"),
+     "an extension is asked for before the due date (Art. 34)"),
+    (7, ev.ExtensionDecided(**later(42), actor=HEAD, unit="xishan", approved=True, days=5),
+     "the head of the lead unit (forestry) decides an extension, not xishan"),
+    (7, ev.ExtensionDecided(**later(42), actor=HEAD, unit="forestry", approved=True, days=POLICY.max_extension_days + 1),
+     f"an extension is 1 to {POLICY.max_extension_days} days"),
+    (8, ev.ExtensionRequested(**later(45), actor=UNIT, unit="forestry", days=5, reason="r"),
      "one extension at most"),  # a second extension
-    (8, ev.CaseAssigned(**later(301), actor=SYS, unit="health", role="lead", case=BRIEF),
+    (9, ev.CaseAssigned(**later(301), actor=SYS, unit="health", role="lead", case=BRIEF),
      "cannot assign: the case is replied"),
-    (8, ev.ReviewRequested(**later(301), actor=SYS, level="re_review", reason="r"), "复查 first, then 复核, each once"),
-    (8, ev.ReviewRequested(**later(300 + 24 * (POLICY.review_request_days + 2)), actor=SYS, level="review",
+    (9, ev.ReviewRequested(**later(301), actor=SYS, level="re_review", reason="r"), "复查 first, then 复核, each once"),
+    (9, ev.ReviewRequested(**later(300 + 24 * (POLICY.review_request_days + 2)), actor=SYS, level="review",
                            reason="r"), "asked after the review window"),
-    (13, ev.CaseClosed(**later(600), actor=SYS, reason="satisfied"), "the case is closed"),  # a second close
-    (13, ev.CaseAssigned(**later(600), actor=SYS, unit="health", role="co", case=BRIEF), "the case is closed"),
-    (13, ev.ReviewRequested(**later(600), actor=SYS, level="review", reason="r"), "复查 first, then 复核, each once"),
+    # 复查 (Art. 35): answered by the body one level up, never by the unit whose opinion is reviewed
+    (11, ev.CaseReplied(**later(331), actor=GOV, unit="county_gov", result="explained", text="t"),
+     "the review is answered by the body one level up (not named yet), not county_gov"),
+    (12, ev.CaseReplied(**later(400), actor=UNIT, unit="forestry", result="explained", text="t"),
+     "the review is answered by the body one level up (county_gov), not forestry"),
+    (15, ev.CaseClosed(**later(600), actor=SYS, reason="satisfied"), "the case is closed"),  # a second close
+    (15, ev.CaseAssigned(**later(600), actor=SYS, unit="health", role="co", case=BRIEF), "the case is closed"),
+    (15, ev.ReviewRequested(**later(600), actor=SYS, level="review", reason="r"), "复查 first, then 复核, each once"),
 ]
 
 
@@ -224,9 +262,9 @@ def test_an_archived_case_refuses_a_second_archiving_but_takes_notes() -> None:
 
 
 def test_progress_from_the_lead_unit_puts_a_signed_case_in_progress() -> None:
-    state, _ = domain.fold(lifecycle()[:4], POLICY, {})
+    state, _ = domain.fold(lifecycle()[:5], POLICY, {})
     co = ev.ProgressReported(**later(6), actor=UNIT, unit="xishan", note="n")
-    assert domain.apply(state, co, at(6), POLICY, {}).applied and state.state == "signed"
+    assert domain.apply(state, co, at(6), POLICY, {}).applied and state.state == "accepted"
     lead = ev.ProgressReported(**later(7), actor=UNIT, unit="forestry", note="n")
     assert domain.apply(state, lead, at(7), POLICY, {}).applied and state.state == domain.State.IN_PROGRESS
 
@@ -235,12 +273,13 @@ def test_progress_from_the_lead_unit_puts_a_signed_case_in_progress() -> None:
 
 def test_states_are_the_strings_stored_before() -> None:
     assert [s.value for s in domain.State] == ["new", "received", "assigned", "triage", "returned", "signed",
-                                              "in_progress", "replied", "reopened", "closed", "archived"]
+                                              "accepted", "not_accepted", "in_progress", "replied", "reopened",
+                                              "closed", "archived"]
     for s in domain.State:
         assert s == s.value and str(s) == f"{s}" == s.value and json.dumps(s) == f'"{s.value}"'
         assert domain.State(s.value) is s and hash(s) == hash(s.value)
-    assert domain.OPEN_STATES == {"received", "assigned", "triage", "returned", "signed", "in_progress", "replied",
-                                  "reopened"}
+    assert domain.OPEN_STATES == {"received", "assigned", "triage", "returned", "signed", "accepted", "not_accepted",
+                                  "in_progress", "replied", "reopened"}
     assert domain.FINAL_STATES == {"closed", "archived"}
     assert "closed" in domain.FINAL_STATES and domain.State.CLOSED in {"closed"}
     assert domain.CaseState(state="replied").state is domain.State.REPLIED  # a stored row reads as its member

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from shared.directory import Directory
-from shared.errors import FieldError
+from shared.errors import Conflict, FieldError
 from shared.keys import Keys
 from shared.privacy import keyed_hash
 
@@ -134,6 +134,18 @@ def find_repeat(title: str, earlier: Iterable[EarlierCase], threshold: float) ->
         if title_similarity(title, case.title) >= threshold and (best is None or case.received_at > best.received_at):
             best = case
     return best.case_number if best else None
+
+
+def not_accepted_again(final_case: str) -> Conflict:
+    """不再受理 (信访工作条例 Art. 36): the resident asked for the re-review (复核) of this matter in
+    ``final_case``; a petition on the same matter with the same facts and reasons is not taken in again."""
+    return Conflict(
+        f"不再受理：该信访人就同一事项已在案件 {final_case} 中请求复核，复核意见为最终处理意见，"
+        f"以同一事实和理由再次提出的信访事项依《信访工作条例》第三十六条不予受理。"
+        f" Not accepted again (不再受理, 信访工作条例 Art. 36): this resident asked for the re-review (复核) "
+        f"of the same matter in case {final_case}; the re-review's opinion is final, and a petition on the "
+        f"same facts and reasons is not accepted again.",
+        {"reason": "not_accepted_again", "final_case": final_case})
 
 
 # --- a submission against its channel and the directory -----------------------------------------

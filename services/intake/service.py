@@ -127,6 +127,8 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
 
     A draft whose key was seen with the same body gets the first answer again (``replayed``);
     with another body, a Conflict. Drafts naming a closed drive or an unknown visit get field errors.
+    A draft of a resident on a matter whose re-review (复核) was asked is refused (不再受理, Art. 36):
+    a Conflict naming the final case, with no number, row or event.
     """
     now = intake.clock.now()
     results: list[Result | None] = [None] * len(drafts)
@@ -139,6 +141,8 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
     pending = [i for i, r in enumerate(results) if r is None]
     drive_kinds = _drive_kinds(conn, {drafts[i].submission.drive_id for i in pending} - {None})
     known_visits = _known_visits(conn, {drafts[i].submission.visit_id for i in pending} - {None})
+    finals = _earlier_cases(conn, intake, [drafts[i].submission for i in pending], final=True)
+    ring = intake.keys_of().id_hash
     for i in list(pending):
         sub = drafts[i].submission
         errors = []
@@ -146,15 +150,18 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
             errors.append(FieldError("drive_id", f"no open drive {sub.drive_id!r}", see="/api/v1/drives"))
         if sub.visit_id is not None and sub.visit_id not in known_visits:
             errors.append(FieldError("visit_id", f"no logged visit {sub.visit_id!r}; log it with POST /api/v1/visits"))
-        if errors:
-            results[i] = errors
+        idn = sub.resident.id_number
+        final = domain.find_repeat(sub.title, finals.get(ring.hash(idn), []), intake.settings.repeat_similarity) if idn else None
+        if errors or final:
+            results[i] = errors or domain.not_accepted_again(final)
             pending.remove(i)
     if not pending:
         return results  # type: ignore[return-value]
 
     year = domain.local_year(now)
     last = allocate(conn, f"case:{year}", len(pending))
-    earlier = _earlier_cases(conn, intake, [drafts[i].submission for i in pending], now)
+    since = now - timedelta(days=intake.settings.repeat_window_days)
+    earlier = _earlier_cases(conn, intake, [drafts[i].submission for i in pending], since)
     rows, events, keys = [], [], []
     for n, i in enumerate(pending):
         d, sub = drafts[i], drafts[i].submission
@@ -215,8 +222,10 @@ def _known_visits(conn: Connection, ids: set) -> set[str]:
     return set(conn.execute(select(t.c.visit_id).where(t.c.visit_id.in_(ids))).scalars())
 
 
-def _earlier_cases(conn: Connection, intake: Intake, subs: list[CaseSubmission], now: datetime) -> dict[str, list[domain.EarlierCase]]:
-    """Earlier cases of the same residents within the window, by the ID's hash under the current key.
+def _earlier_cases(conn: Connection, intake: Intake, subs: list[CaseSubmission], since: datetime | None = None,
+                   final: bool = False) -> dict[str, list[domain.EarlierCase]]:
+    """Earlier cases of the same residents, by the ID's hash under the current key: those received
+    ``since`` (repeats), or, with ``final``, those of any age whose re-review (复核) was asked (不再受理).
 
     An earlier case may have been hashed under an old key (rotation): the ID's hash under every kept
     key is looked up, and what is found is filed under the current one."""
@@ -228,12 +237,17 @@ def _earlier_cases(conn: Connection, intake: Intake, subs: list[CaseSubmission],
             current_of.update(dict.fromkeys(hashes, hashes[0]))
     if not current_of:
         return {}
-    t = tables.cases
-    since = now - timedelta(days=intake.settings.repeat_window_days)
+    t, r = tables.cases, tables.review_requests
+    q = select(t.c.resident_id_hash, t.c.number, t.c.title, t.c.received_at).where(
+        t.c.resident_id_hash.in_(list(current_of)))
+    if since is not None:
+        q = q.where(t.c.received_at >= since)
+    if final:
+        q = q.where(t.c.number.in_(select(r.c.case_number).where(r.c.level == "re_review")))
     found: dict[str, list[domain.EarlierCase]] = {}
-    for r in conn.execute(select(t.c.resident_id_hash, t.c.number, t.c.title, t.c.received_at)
-                          .where(t.c.resident_id_hash.in_(list(current_of)), t.c.received_at >= since)):
-        found.setdefault(current_of[r.resident_id_hash], []).append(domain.EarlierCase(r.number, r.title, r.received_at))
+    for row in conn.execute(q):
+        found.setdefault(current_of[row.resident_id_hash], []).append(
+            domain.EarlierCase(row.number, row.title, row.received_at))
     return found
 
 

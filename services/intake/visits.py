@@ -46,6 +46,9 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
             "households_visited": visit.households_visited, "logged_at": now})
         drafts = [Draft(CaseSubmission.model_validate({**s, "visit_id": visit_id}), actor) for s in submissions]
         cases: list[CaseAccepted] = register(conn, intake, drafts) if drafts else []  # type: ignore[assignment]
+        for i, refused in enumerate(cases):
+            if isinstance(refused, Conflict):  # 不再受理: the whole visit is refused, nothing stored
+                raise Conflict(f"problems[{i}]: {refused.message}", {**refused.details, "problem": i})
         enqueue(conn, tables.outbox, [ev.NightVisitLogged(
             visit_id=visit_id, occurred_at=now, actor=actor, cadre_unit=visit.cadre_unit, township=visit.township,
             village=visit.village, visited_on=visit.visited_on, households_visited=visit.households_visited,

@@ -24,7 +24,7 @@ Ctx = Annotated[Routing, Depends(get_routing)]
 
 class TriageDecision(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-    unit: Code
+    unit: Code = Field(description="The unit that takes the case; never a government (人民政府), which answers reviews")
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
     decided_by: Annotated[str | None, Field(max_length=64, description=(
         "ignored, accepted for older clients: the decision is recorded as the token's staff id"))] = None
@@ -47,7 +47,8 @@ def build_router(routing: Routing) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
 
     @router.get("/routing/{case_id}", tags=["routing"],
-                summary="Why a case went where it went: the rule, the classifier's guess, or the clerk")
+                summary="Why a case went where it went: the rule, the classifier's guess, or the clerk; the units' "
+                        "objections (异议) with the bureau's decisions, and the reviewing bodies (复查/复核机关)")
     def why(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/routing/{case_id}")) -> dict:
         return service.why(ctx, case_id, unit=who.unit, leader=who.leader_id)
 

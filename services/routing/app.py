@@ -34,5 +34,6 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     plumbing.workers.append(handlers.assignment_responder(routing, plumbing.bus))
 
     return plumbing.app(
-        "Chooses each case's lead and co-handling units (`cases.assigned.<unit>`), sends what it cannot place to "
-        "triage, and gives important cases a lead leader.", api.build_router(routing), {"routing": routing})
+        "Chooses each case's lead and co-handling units (`cases.assigned.<unit>`), routes a case again once the "
+        "bureau approves a unit's objection (异议), names the body that answers a review (复查/复核), sends what it "
+        "cannot place to triage, and gives important cases a lead leader.", api.build_router(routing), {"routing": routing})

@@ -46,26 +46,36 @@ def accused_units(facts: CaseFacts, directory: Directory, accusation_words: Iter
 
 
 def unit_names(directory: Directory) -> dict[str, set[str]]:
-    """How a text may name a unit: its full name, and without the county's prefix (县林业局 → 林业局)."""
+    """How a text may name a unit: its full name, and without the county's prefix (县林业局 → 林业局).
+    A short form two units share names neither (人民政府, of the county's and the city's: a text
+    accusing 西山乡人民政府 accuses the township alone)."""
     county = directory.county.name
     names = {}
     for code, unit in directory.units.items():
         forms = {unit.name, unit.name.removeprefix("县").removeprefix("市"), unit.name.split(county)[-1]}
         names[code] = {f for f in forms if len(f) >= 3}
-    return names
+    shared = {f for f, n in Counter(f for forms in names.values() for f in forms).items() if n > 1}
+    return {code: forms - shared for code, forms in names.items()}
+
+
+def not_routed(directory: Directory) -> set[str]:
+    """Units never given an ordinary case to handle: the governments (人民政府), which answer reviews
+    (复查/复核) of the units' opinions and so cannot have given one themselves."""
+    return {code for code, unit in directory.units.items() if unit.kind == "government"}
 
 
 def route(facts: CaseFacts, config: RoutingConfig, directory: Directory, *, excluded: set[str] = frozenset(),
           accused: set[str] = frozenset(), preferred_lead: str | None = None) -> Decision:
-    """The lead and co-handling units for a case, skipping units it returned from or accuses.
+    """The lead and co-handling units for a case, skipping units whose objection was approved, units
+    it accuses, and the governments (:func:`not_routed`).
 
     A rule whose lead is accused gives the lead to that unit's superior (then the supervision office);
-    a rule whose lead returned the case gives way to the next matching rule. No lead: triage.
+    a rule whose lead objected, or is a government, gives way to the next matching rule. No lead: triage.
     """
     def resolve(ref: str) -> str:
         return facts.township if ref == TOWNSHIP else ref
 
-    barred = set(excluded) | set(accused)
+    barred = set(excluded) | set(accused) | not_routed(directory)
     for rule in config.ordered():
         if not rule.matches(facts.category, facts.township, facts.channel):
             continue
@@ -79,6 +89,20 @@ def route(facts: CaseFacts, config: RoutingConfig, directory: Directory, *, excl
         co = tuple(dict.fromkeys(u for u in map(resolve, rule.co) if u not in barred and u != lead))
         return Decision(lead, co, rule_id, note, rule.co_sees_contact)
     return Decision(None, note="no rule names a unit that may take the case")
+
+
+def reviewer(directory: Directory, lead: str | None, level: str,
+             reviewed_by: str | None = None) -> tuple[str, str] | tuple[None, None]:
+    """(the body that answers, the unit it is one level above) for a review of a case led by ``lead``:
+    a review (复查, Art. 35) goes to the body above the lead; a re-review (复核, Art. 36) to the body
+    above the one that answered the review (``reviewed_by``), else to the level above that from the
+    lead. (None, None): the directory names none."""
+    if level == "re_review" and reviewed_by is not None and directory.review_body_of(reviewed_by) is not None:
+        return directory.review_body_of(reviewed_by), reviewed_by
+    body = directory.reviewer(lead, level) if lead is not None else None
+    if body is None:
+        return None, None
+    return body, lead if level == "review" else directory.review_body_of(lead)
 
 
 def _instead_of_accused(unit: str, directory: Directory, barred: set[str]) -> str | None:

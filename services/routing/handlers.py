@@ -6,7 +6,7 @@ from functools import partial
 
 from sqlalchemy import Connection
 
-from services.routing import service
+from services.routing import procedure, service
 from services.routing.service import Routing
 from shared import events as ev
 from shared import subjects
@@ -21,8 +21,21 @@ def on_received(routing: Routing, conn: Connection, d: Delivery) -> None:
     service.receive(routing, conn, d.event)
 
 
-def on_returned(routing: Routing, conn: Connection, d: Delivery) -> None:
-    service.returned(routing, conn, d.event)
+def on_objection(routing: Routing, conn: Connection, d: Delivery) -> None:
+    procedure.objected(routing, conn, d.event)
+
+
+def on_acceptance(routing: Routing, conn: Connection, d: Delivery) -> None:
+    if d.event.decision == "forwarded":  # 不属于本单位职责: an objection, as CaseReturned
+        procedure.objected(routing, conn, d.event)
+
+
+def on_objection_decided(routing: Routing, conn: Connection, d: Delivery) -> None:
+    procedure.objection_decided(routing, conn, d.event)
+
+
+def on_review_requested(routing: Routing, conn: Connection, d: Delivery) -> None:
+    procedure.review_requested(routing, conn, d.event)
 
 
 def on_closed(routing: Routing, conn: Connection, d: Delivery) -> None:
@@ -32,7 +45,10 @@ def on_closed(routing: Routing, conn: Connection, d: Delivery) -> None:
 # What routing reads from the stream; its durable consumer, shared by every replica, filters on these.
 HANDLERS = HandlerTable({
     ev.CaseReceived: on_received,
-    ev.CaseReturned: on_returned,
+    ev.CaseReturned: on_objection,
+    ev.AcceptanceDecided: on_acceptance,
+    ev.ObjectionDecided: on_objection_decided,
+    ev.ReviewRequested: on_review_requested,
     ev.CaseClosed: on_closed,
 })  # unknown codes: refused by the shared consumer (shared/verdict.py), as in every service
 

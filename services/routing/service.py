@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, or_, select, update
 
 from services.routing import domain, tables
 from services.routing.domain import CaseFacts, Decision, Explanation
@@ -22,6 +22,7 @@ from shared.rules import RoutingConfig
 from shared.settings import Settings
 
 ROUTING = ev.Actor(kind="service", id="routing")
+HOLDING = ("lead", "co")  # the roles that hold a case (a reviewer answers a review of it)
 
 
 class RoutingMetrics(ServiceMetrics):
@@ -33,6 +34,11 @@ class RoutingMetrics(ServiceMetrics):
                                registry=self.registry)
         self.refused = Counter("xf_routing_refused_total", "Department events refused (not the unit's case)",
                                ["event"], registry=self.registry)
+        self.objections = Counter("xf_routing_objections_total", "Objections (异议) recorded, and the bureau's "
+                                  "decisions on them, by outcome (pending, approved, rejected)", ["outcome"],
+                                  registry=self.registry)
+        self.no_reviewer = Counter("xf_routing_reviewer_missing_total", "Review requests (复查/复核) for which the "
+                                   "directory names no reviewing body, by level", ["level"], registry=self.registry)
 
 
 @dataclass
@@ -76,39 +82,43 @@ def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
         _assign_leader(routing, conn, case.case_id, reasons, now)
 
 
-def returned(routing: Routing, conn: Connection, event: ev.CaseReturned) -> None:
-    """退回: route again without every unit that returned it; after ``max_returns``, triage."""
-    now = _after(routing, event)
-    a = tables.assignments
-    held = conn.execute(select(a.c.id, a.c.role).where(a.c.case_id == event.case_id, a.c.unit == event.unit,
-                                                       a.c.active)).first()
-    if held is None:
-        _refuse(routing, conn, event, "the case is not assigned to this unit", now)
-        return
-    conn.execute(update(a).where(a.c.id == held.id).values(active=False))
-    conn.execute(tables.returns.insert(), {"case_id": event.case_id, "unit": event.unit, "reason": event.reason,
-                                           "returned_at": now})
-    if held.role == "co":
-        return  # a co-handling unit leaving does not move the case
-    row = conn.execute(select(tables.cases).where(tables.cases.c.case_id == event.case_id)).first()
-    r = tables.returns
-    returned_by = set(conn.execute(select(r.c.unit).where(r.c.case_id == event.case_id)).scalars())
-    if len(returned_by) >= routing.config.max_returns:
-        _to_triage(routing, conn, event.case_id, "returned_twice", f"returned by {', '.join(sorted(returned_by))}",
+def reroute(routing: Routing, conn: Connection, case_id: str, now: datetime) -> None:
+    """The lead's objection was approved: route again without every unit whose objection was approved;
+    after ``max_returns`` of the lead's, a clerk decides (triage). The case keeps its history."""
+    row = conn.execute(select(tables.cases).where(tables.cases.c.case_id == case_id)).first()
+    objectors = _objectors(conn, case_id)
+    if _lead_objections(conn, case_id) >= routing.config.max_returns:
+        _to_triage(routing, conn, case_id, "returned_twice", f"objections approved for {', '.join(objectors)}",
                    now, row.category)
         return
-    last = conn.execute(select(a.c.category, a.c.category_suggested, a.c.confidence).where(a.c.case_id == event.case_id)
-                        .order_by(a.c.id.desc())).first()
+    a = tables.assignments
+    last = conn.execute(select(a.c.category, a.c.category_suggested, a.c.confidence).where(
+        a.c.case_id == case_id, a.c.role.in_(HOLDING)).order_by(a.c.id.desc())).first()
     facts = _facts_of_row(row, last.category if last else row.category)
-    explanation = explain(routing, facts, excluded=returned_by)
+    explanation = explain(routing, facts, excluded=set(objectors))
     explanation.category_suggested = bool(last and last.category_suggested)
     explanation.confidence = last.confidence if last else None
     if explanation.triage_reason:
-        _to_triage(routing, conn, event.case_id, explanation.triage_reason, explanation.decision.note, now,
-                   facts.category)
+        _to_triage(routing, conn, case_id, explanation.triage_reason, explanation.decision.note, now, facts.category)
     else:
-        _assign(routing, conn, event.case_id, ev.CaseBrief.model_validate(row.brief), explanation, now, ROUTING,
+        _assign(routing, conn, case_id, ev.CaseBrief.model_validate(row.brief), explanation, now, ROUTING,
                 how="reroute", lead_only=True)
+
+
+def _objectors(conn: Connection, case_id: str) -> list[str]:
+    """The units whose objection (异议) to the case was approved: never routed it again."""
+    r = tables.returns
+    return sorted(set(conn.execute(select(r.c.unit).where(r.c.case_id == case_id, r.c.status == "approved"))
+                      .scalars()))
+
+
+def _lead_objections(conn: Connection, case_id: str) -> int:
+    """How often the case was routed again: the lead's approved objections (a co-handling unit's moved
+    nothing; a return from before objections needed approval has no role and counts, as it did)."""
+    r = tables.returns
+    # Units, not rows: a unit that objected twice (a return, then a forwarded acceptance) left once.
+    return conn.execute(select(func.count(r.c.unit.distinct())).where(
+        r.c.case_id == case_id, r.c.status == "approved", or_(r.c.role.is_(None), r.c.role == "lead"))).scalar_one()
 
 
 def closed(routing: Routing, conn: Connection, event: ev.CaseClosed) -> None:
@@ -159,7 +169,8 @@ def _assign(routing: Routing, conn: Connection, case_id: str, brief: ev.CaseBrie
     a = tables.assignments
     units = [(d.lead, "lead")] + ([] if lead_only else [(u, "co") for u in d.co])
     # A co-handling unit made lead holds the case once, as lead.
-    conn.execute(update(a).where(a.c.case_id == case_id, a.c.unit == d.lead, a.c.active).values(active=False))
+    conn.execute(update(a).where(a.c.case_id == case_id, a.c.unit == d.lead, a.c.active, a.c.role.in_(HOLDING))
+                 .values(active=False))
     rows, events = [], []
     for unit, role in units:
         rows.append({"case_id": case_id, "unit": unit, "role": role, "rule_id": d.rule_id,
@@ -178,8 +189,7 @@ def _assign(routing: Routing, conn: Connection, case_id: str, brief: ev.CaseBrie
 
 def _to_triage(routing: Routing, conn: Connection, case_id: str, reason: str, detail: str, now: datetime,
                suggestion: str | None = None, confidence: float | None = None) -> None:
-    r = tables.returns
-    returned_by = sorted(set(conn.execute(select(r.c.unit).where(r.c.case_id == case_id)).scalars()))
+    returned_by = _objectors(conn, case_id)
     conn.execute(tables.triage.insert(), {"case_id": case_id, "reason": reason, "detail": detail,
                                           "suggested_category": suggestion, "confidence": confidence, "opened_at": now})
     enqueue(conn, tables.outbox, [ev.CaseNeedsTriage(
@@ -213,6 +223,10 @@ def decide_triage(routing: Routing, case_id: str, unit: str, reason: str, decide
     d = routing.directory
     if unit not in d.units:
         raise InvalidInput([FieldError("unit", f"unknown unit {unit!r}", see="/api/v1/directory")])
+    if unit in domain.not_routed(d):
+        raise InvalidInput([FieldError("unit", f"{unit} ({d.units[unit].name}) is a people's government (人民政府): it "
+                                               "answers reviews (复查/复核) and is never given a case to handle",
+                                       see="/api/v1/directory")])
     now = routing.clock.now()
     t = tables.triage
     with routing.uow.begin() as conn:
@@ -232,7 +246,8 @@ def decide_triage(routing: Routing, case_id: str, unit: str, reason: str, decide
 
 
 def why(routing: Routing, case_id: str, unit: str | None = None, leader: str | None = None) -> dict:
-    """Every assignment of a case with its reason: the rule, the classifier's guess, or the clerk.
+    """Every assignment of a case with its reason (the rule, the classifier's guess, or the clerk), the
+    units' objections (异议) with the bureau's decisions, and the reviewing bodies (复查/复核机关).
 
     For a unit (``unit``), only a case assigned to it now or before and not accusing it; for a leader,
     only a case it leads; any other answers as a missing case does."""
@@ -252,10 +267,18 @@ def why(routing: Routing, case_id: str, unit: str | None = None, leader: str | N
         return {
             "case_id": case_id, "category_filed": case.category, "accused": sorted(accused),
             "assignments": [dict(x._mapping) for x in conn.execute(select(
-                a.c.unit, a.c.role, a.c.active, a.c.rule_id, a.c.category, a.c.category_suggested, a.c.confidence,
-                a.c.note, a.c.decided_by, a.c.assigned_at).where(a.c.case_id == case_id).order_by(a.c.id))],
-            "returns": [dict(x._mapping) for x in conn.execute(
-                select(r.c.unit, r.c.reason, r.c.returned_at).where(r.c.case_id == case_id).order_by(r.c.id))],
+                a.c.unit, a.c.role, a.c.review_level, a.c.active, a.c.rule_id, a.c.category, a.c.category_suggested,
+                a.c.confidence, a.c.note, a.c.decided_by, a.c.assigned_at).where(a.c.case_id == case_id)
+                .order_by(a.c.id))],
+            "reviewers": [{"level": x.review_level, "unit": x.unit, "assigned_at": x.assigned_at}
+                          for x in conn.execute(select(a.c.review_level, a.c.unit, a.c.assigned_at).where(
+                              a.c.case_id == case_id, a.c.role == "reviewer").order_by(a.c.id))],
+            "objections": [dict(x._mapping) for x in conn.execute(select(
+                r.c.unit, r.c.role, r.c.via, r.c.reason, r.c.returned_at.label("objected_at"), r.c.status,
+                r.c.decided_at, r.c.decided_reason).where(r.c.case_id == case_id).order_by(r.c.id))],
+            # The objections that moved the case, as older clients read them (退回).
+            "returns": [dict(x._mapping) for x in conn.execute(select(r.c.unit, r.c.reason, r.c.returned_at).where(
+                r.c.case_id == case_id, r.c.status == "approved").order_by(r.c.id))],
             "triage": [dict(x._mapping) for x in conn.execute(select(
                 t.c.reason, t.c.detail, t.c.suggested_category, t.c.confidence, t.c.opened_at, t.c.resolved_unit,
                 t.c.resolved_by, t.c.resolved_reason, t.c.resolved_at).where(t.c.case_id == case_id).order_by(t.c.id))],
@@ -274,13 +297,16 @@ def triage_queue(routing: Routing) -> list[dict]:
 
 
 def assignment_of(routing: Routing, case_id: str, unit: str) -> dict:
-    """For a unit's command: is this case its own now? (answers ``routing.assignment.<unit>``)
+    """For a unit's command: is this case its own now? (answers ``routing.assignment.<unit>``) A
+    reviewing body (role ``reviewer``) holds it too: it publishes its opinion (复查/复核意见) as a unit.
 
     ``error`` tells apart a case routing has never seen (``unknown_case``: a typo, or not yet routed)
     from one it has given to others (``not_assigned``)."""
     a, c = tables.assignments, tables.cases
     with routing.uow.engine.connect() as conn:
-        role = conn.execute(select(a.c.role).where(a.c.case_id == case_id, a.c.unit == unit, a.c.active)).scalar()
+        # The latest role, should a unit hold the case twice (a co-handling unit that reviews it too).
+        role = conn.execute(select(a.c.role).where(a.c.case_id == case_id, a.c.unit == unit, a.c.active)
+                            .order_by(a.c.id.desc())).scalar()
         known = role is not None or conn.execute(select(c.c.case_id).where(c.c.case_id == case_id)).first()
     if role is not None:
         return {"case_id": case_id, "unit": unit, "assigned": True, "role": role}

@@ -1,5 +1,6 @@
-"""Routing's own tables: the cases it routed, every assignment with its reason, returns, the triage
-queue, leader load, and refused department commands."""
+"""Routing's own tables: the cases it routed, every assignment with its reason (reviewing bodies
+too), the units' objections with the bureau's decision, the triage queue, leader load, and refused
+department commands."""
 from __future__ import annotations
 
 from sqlalchemy import JSON, BigInteger, Boolean, Column, Float, Index, Integer, MetaData, String, Table, Text
@@ -28,7 +29,8 @@ assignments = Table(
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("case_id", String(32), nullable=False),
     Column("unit", String(64), nullable=False),
-    Column("role", String(8), nullable=False),
+    Column("role", String(8), nullable=False),  # lead (主办), co (协办), reviewer (复查/复核机关)
+    Column("review_level", String(16)),  # reviewer only: review (复查) or re_review (复核)
     Column("rule_id", String(64)),
     Column("category", String(64)),
     Column("category_suggested", Boolean, nullable=False),
@@ -40,13 +42,23 @@ assignments = Table(
     Index("ix_assignments_case", "case_id", "active"),
 )
 
+# 异议 (Art. 23): a unit's objection that a case is not its own, and the bureau's decision. Only an
+# approved one moves the case. Rows from before migration 0002 were free returns (退回): approved,
+# with no role, event or decision recorded.
 returns = Table(
     "returns", metadata,
     Column("id", _ID, primary_key=True, autoincrement=True),
     Column("case_id", String(32), nullable=False, index=True),
     Column("unit", String(64), nullable=False),
+    Column("role", String(8)),  # the unit's role when it objected: lead or co
+    Column("via", String(32)),  # the objection's event type: CaseReturned or AcceptanceDecided (forwarded)
+    Column("event_id", String(64)),  # the objection's event (ObjectionDecided.objection_event_id names it)
     Column("reason", Text, nullable=False),
-    Column("returned_at", UtcDateTime(), nullable=False),
+    Column("returned_at", UtcDateTime(), nullable=False),  # when routing recorded the objection
+    Column("status", String(16), nullable=False),  # pending, approved, rejected
+    Column("decided_at", UtcDateTime()),
+    Column("decided_reason", Text),
+    Column("decision_event_id", String(64)),
 )
 
 triage = Table(

@@ -7,6 +7,11 @@ fold as supervision's, ``shared/lifecycle.py``): a sign-for by a unit that does 
 reply before the sign-for or a second close moves no figure, so no score counts what the lifecycle
 refused.
 
+办结 is the lead unit's written handling opinion (处理意见书, its ``CaseReplied``), or the decision not
+to accept the case (不予受理); a review request (复查/复核) reopens it until the reviewing body's
+opinion. Supervision's later ``CaseClosed`` (the matter final) is a fact, not the measure; the
+resident's satisfaction is a measure of its own.
+
 Every figure counts the cases *received* in the period (the received date, county time, decides
 the period); a late or out-of-order event updates its case, so it moves the figures of the period
 the case belongs to. Rates are rounded half-up to 0.1% for reports; scores to 0.01.
@@ -47,21 +52,29 @@ class CaseFacts:
     repeat_of: str | None = None  # 重复访: the earlier case
     special_period: bool | None = None
     # what happened to it since
-    lead_unit: str | None = None  # 主办单位
+    lead_unit: str | None = None  # 主办单位 when the fold ends: none while an approved objection re-routes it
     lead_assigned_at: datetime | None = None
     leader_id: str | None = None  # 包案领导
     signed_at: datetime | None = None  # 签收 (the first)
-    replied_at: datetime | None = None  # 答复 (the last)
-    closed_at: datetime | None = None  # 办结 (the last)
+    acceptance: str | None = None  # 受理决定: accepted (受理) or not_accepted (不予受理, 办结)
+    decided_at: datetime | None = None
+    replied_at: datetime | None = None  # 处理意见书: the lead unit's opinion (办结)
+    closed_at: datetime | None = None  # CaseClosed (the matter final), the last
     last_review_at: datetime | None = None
+    reviewed_at: datetime | None = None  # 复查意见 by the reviewing body
+    review_outcome: str | None = None  # upheld, changed or revoked the opinion reviewed
+    re_reviewed_at: datetime | None = None  # 复核意见 by the body above that
+    re_review_outcome: str | None = None
     feedback_at: datetime | None = None
     satisfied: bool | None = None  # the last feedback's
-    overdue_kinds: list[str] = field(default_factory=list)  # 超期: the due kinds missed, sorted
-    escalated_overdue: bool = False
+    overdue_kinds: list[str] = field(default_factory=list)  # 超期: the due kinds missed, sorted (review: the reviewer's)
+    escalated_overdue: bool = False  # a due of the lead unit's escalated
     extensions: int = 0  # approved 延期
-    reviews: int = 0  # 复查
-    re_reviews: int = 0  # 复核
-    returns: list[str] = field(default_factory=list)  # 退回: the units that returned it, sorted
+    reviews: int = 0  # 复查 requested
+    re_reviews: int = 0  # 复核 requested
+    objections: list[str] = field(default_factory=list)  # 异议: the units that objected, sorted
+    objections_rejected: int = 0  # objections the bureau rejected
+    returns: list[str] = field(default_factory=list)  # 退回: the units whose objection was approved, sorted
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> CaseFacts:
@@ -71,7 +84,8 @@ class CaseFacts:
     def as_row(self) -> dict[str, Any]:
         """The ``case_facts`` row; its lists are copies."""
         row = {name: getattr(self, name) for name in FACT_FIELDS}
-        row["overdue_kinds"], row["returns"] = list(self.overdue_kinds), list(self.returns)
+        for name in ("overdue_kinds", "objections", "returns"):
+            row[name] = list(row[name])
         return row
 
 
@@ -79,8 +93,13 @@ FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaseFacts))
 
 
 # --- how each event moves a case's facts --------------------------------------------------------
-# Commutative: whatever order a case's events arrive in, its facts come out the same. Each rule
-# keeps the earliest, the latest, a set or a count, never "the last one applied".
+# Applied in the order the fold applied the events (:func:`counted_facts`), so whatever order a
+# case's events arrive in, its facts come out the same. A reviewing body's opinion is told from the
+# lead unit's by that order (the first reply after a review request answers it); every other rule
+# keeps the earliest, the latest, a set or a count.
+
+REVIEW_KINDS = frozenset({"review", "re_review"})  # due kinds of the reviewing bodies; the others are the lead unit's
+
 
 def _later(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b > a else a
@@ -98,12 +117,13 @@ def on_received(f: CaseFacts, e: ev.CaseReceived) -> None:
 
 
 def on_lead_assigned(f: CaseFacts, e: ev.CaseAssigned) -> None:
-    """交办 to a lead unit (主办): the latest assignment wins; its category, when it names one.
-    Co-handling (协办) assignments change nothing."""
+    """交办 to a lead unit (主办): the latest assignment's time and its category, when it names one
+    (the lead unit itself is the fold's, :func:`counted_facts`). Co-handling (协办) and reviewer
+    (复查/复核机关) assignments change nothing."""
     if e.role != "lead":
         return
     if f.lead_assigned_at is None or e.occurred_at >= f.lead_assigned_at:
-        f.lead_unit, f.lead_assigned_at, f.category = e.unit, e.occurred_at, e.category or f.category
+        f.lead_assigned_at, f.category = e.occurred_at, e.category or f.category
 
 
 def on_leader_assigned(f: CaseFacts, e: ev.LeaderAssigned) -> None:
@@ -116,24 +136,50 @@ def on_signed(f: CaseFacts, e: ev.UnitSigned) -> None:
     f.signed_at = f.signed_at if f.signed_at and f.signed_at <= e.occurred_at else e.occurred_at
 
 
-def on_returned(f: CaseFacts, e: ev.CaseReturned) -> None:
-    """退回: one more return, by ``e.unit``."""
-    f.returns = sorted(f.returns + [e.unit])
+def on_acceptance(f: CaseFacts, e: ev.AcceptanceDecided) -> None:
+    """受理决定: accepted or not (the fold applies one); ``forwarded`` (not ours) is an objection."""
+    if e.decision == "forwarded":
+        on_objected(f, e)
+    else:
+        f.acceptance, f.decided_at = e.decision, e.occurred_at
+
+
+def on_objected(f: CaseFacts, e: ev.CaseReturned | ev.AcceptanceDecided) -> None:
+    """异议: one more objection, by ``e.unit`` (lead or co-handling)."""
+    f.objections = sorted(f.objections + [e.unit])
+
+
+def on_objection_decided(f: CaseFacts, e: ev.ObjectionDecided) -> None:
+    """异议审核: approved, the unit is relieved of the case (退回: a re-route); rejected, it stays."""
+    if e.approved:
+        f.returns = sorted(f.returns + [e.unit])
+    else:
+        f.objections_rejected += 1
 
 
 def on_replied(f: CaseFacts, e: ev.CaseReplied) -> None:
-    """答复: the last reply counts."""
-    f.replied_at = _later(f.replied_at, e.occurred_at)
+    """处理意见书: the lead unit's opinion; or, while a review asked for is unanswered, the reviewing
+    body's opinion (复查/复核意见) and its outcome — the fold applies no other reply to a reopened
+    case, and never the reviewing body's as the lead unit's."""
+    level = pending_review(f)
+    if level == "review":
+        f.reviewed_at, f.review_outcome = e.occurred_at, e.review_outcome
+    elif level == "re_review":
+        f.re_reviewed_at, f.re_review_outcome = e.occurred_at, e.review_outcome
+    else:
+        f.replied_at = _later(f.replied_at, e.occurred_at)
 
 
 def on_overdue(f: CaseFacts, e: ev.CaseOverdue) -> None:
-    """超期: which due dates were missed."""
+    """超期: which due dates were missed (``review``/``re_review`` by the reviewing body)."""
     f.overdue_kinds = sorted(set(f.overdue_kinds) | {e.due_kind})
 
 
 def on_escalated(f: CaseFacts, e: ev.CaseEscalated) -> None:
-    """Overdue past the grace period, escalated."""
-    f.escalated_overdue = True
+    """Overdue past the grace period, escalated: a due of the lead unit's (a review's is the
+    reviewing body's)."""
+    if e.due_kind not in REVIEW_KINDS:
+        f.escalated_overdue = True
 
 
 def on_extension_decided(f: CaseFacts, e: ev.ExtensionDecided) -> None:
@@ -149,7 +195,7 @@ def on_feedback(f: CaseFacts, e: ev.PetitionerFeedback) -> None:
 
 
 def on_review_requested(f: CaseFacts, e: ev.ReviewRequested) -> None:
-    """复查 or 复核 requested: counted, and the latest reopens a case closed before it."""
+    """复查 or 复核 requested: counted; the case is reopened until the reviewing body's opinion."""
     if e.level == "review":
         f.reviews += 1
     else:
@@ -158,7 +204,7 @@ def on_review_requested(f: CaseFacts, e: ev.ReviewRequested) -> None:
 
 
 def on_closed(f: CaseFacts, e: ev.CaseClosed) -> None:
-    """办结: the last closing counts."""
+    """CaseClosed (the matter final): the last closing counts."""
     f.closed_at = _later(f.closed_at, e.occurred_at)
 
 
@@ -169,7 +215,9 @@ FACT_RULES: dict[type[ev.Event], Callable[[CaseFacts, ev.Event], None]] = {
     ev.CaseAssigned: on_lead_assigned,
     ev.LeaderAssigned: on_leader_assigned,
     ev.UnitSigned: on_signed,
-    ev.CaseReturned: on_returned,
+    ev.AcceptanceDecided: on_acceptance,
+    ev.CaseReturned: on_objected,
+    ev.ObjectionDecided: on_objection_decided,
     ev.CaseReplied: on_replied,
     ev.CaseOverdue: on_overdue,
     ev.CaseEscalated: on_escalated,
@@ -182,35 +230,57 @@ FACT_RULES: dict[type[ev.Event], Callable[[CaseFacts, ev.Event], None]] = {
 
 def counted_facts(case_id: str, events: list[ev.Event], placed: list[datetime], policy: DeadlinePolicy,
                   agent_days: dict[str, int]) -> CaseFacts | None:
-    """The case's facts from scratch, moved only by the events its lifecycle fold applies (the rules
-    commute, so their order does not matter); None while its receipt has not arrived (pending:
-    nothing counts until the receipt, as in supervision). ``placed``: each event's
+    """The case's facts from scratch, moved only by the events its lifecycle fold applies, in the
+    order it applied them (``lifecycle.in_order``); the lead
+    unit is the one the fold ends with. None while its receipt has not arrived (pending: nothing
+    counts until the receipt, as in supervision). ``placed``: each event's
     :func:`shared.lifecycle.placed_at`, as supervision places it."""
     state, verdicts = lifecycle.fold(events, policy, agent_days, placed)
     if state.state == lifecycle.State.NEW:
         return None
-    facts = CaseFacts(case_id)
-    for event, verdict in zip(events, verdicts):
-        if verdict.applied and (rule := ev.entry_for(FACT_RULES, event)) is not None:
-            rule(facts, event)
+    facts = CaseFacts(case_id, lead_unit=state.lead)
+    for i in lifecycle.in_order(events, placed):
+        if verdicts[i].applied and (rule := ev.entry_for(FACT_RULES, events[i])) is not None:
+            rule(facts, events[i])
     return facts
 
 
 # --- predicates ---------------------------------------------------------------------------------
 
 def is_received(f: CaseFacts) -> bool:
-    """受理: its CaseReceived has arrived (only received cases count in any figure)."""
+    """受理登记: its CaseReceived has arrived (only received cases count in any figure)."""
     return f.received_at is not None
 
 
+def pending_review(f: CaseFacts) -> str | None:
+    """The review asked for and not answered yet by the reviewing body: review, re_review or None."""
+    if f.reviews and f.reviewed_at is None:
+        return "review"
+    if f.re_reviews and f.re_reviewed_at is None:
+        return "re_review"
+    return None
+
+
 def is_closed(f: CaseFacts) -> bool:
-    """办结: closed, and not reopened by a later review request."""
-    return f.closed_at is not None and (f.last_review_at is None or f.closed_at > f.last_review_at)
+    """办结: the lead unit's handling opinion issued (处理意见书, Art. 34), or the case not accepted
+    (不予受理, Art. 23), and no review (复查/复核) waiting for the reviewing body's opinion.
+
+    A case not accepted counts as 办结, in ``closed`` and ``closure_rate``: the unit has done what
+    the 条例 asks of it (a written decision, with the statutory path the matter belongs to), the
+    matter leaves the petition channel and cannot be reviewed, and the bureau's own reports count
+    不予受理 among the concluded cases. ``not_accepted`` shows how many of them there are."""
+    concluded = f.acceptance == "not_accepted" or f.replied_at is not None
+    return concluded and pending_review(f) is None
+
+
+def lead_overdue(f: CaseFacts) -> set[str]:
+    """The lead unit's due kinds missed (sign, accept, reply, agent): a review's is the reviewing body's."""
+    return set(f.overdue_kinds) - REVIEW_KINDS
 
 
 def is_overdue(f: CaseFacts) -> bool:
-    """超期: ever missed a due date."""
-    return bool(f.overdue_kinds)
+    """超期: the lead unit ever missed a due date."""
+    return bool(lead_overdue(f))
 
 
 def signed_on_time(f: CaseFacts) -> bool:
@@ -219,8 +289,9 @@ def signed_on_time(f: CaseFacts) -> bool:
 
 
 def closed_on_time(f: CaseFacts) -> bool:
-    """按期办结: closed, with no reply or review overdue."""
-    return is_closed(f) and "reply" not in f.overdue_kinds and "review" not in f.overdue_kinds
+    """按期办结: 办结, and the lead unit missed neither its acceptance decision nor its opinion
+    (a reviewing body's lateness is its own)."""
+    return is_closed(f) and not (lead_overdue(f) & {"accept", "reply"})
 
 
 def rate(numerator: int, denominator: int) -> float | None:
@@ -235,11 +306,14 @@ def figures(facts: Iterable[CaseFacts]) -> dict:
     signed = [f for f in facts if f.signed_at is not None]
     with_feedback = [f for f in facts if f.satisfied is not None]
     satisfied = sum(f.satisfied for f in with_feedback)
+    changed = ("changed", "revoked")
     return {
         "received": len(facts),
         "assigned": sum(f.lead_unit is not None for f in facts),
         "signed": len(signed),
         "signed_on_time": sum(signed_on_time(f) for f in signed),
+        "accepted": sum(f.acceptance == "accepted" for f in facts),
+        "not_accepted": sum(f.acceptance == "not_accepted" for f in facts),
         "closed": len(closed),
         "closure_rate": rate(len(closed), len(facts)),
         "closed_on_time": len(on_time),
@@ -247,17 +321,23 @@ def figures(facts: Iterable[CaseFacts]) -> dict:
         "open_overdue": sum(is_overdue(f) and not is_closed(f) for f in facts),
         "ever_overdue": sum(is_overdue(f) for f in facts),
         "escalated_overdue": sum(f.escalated_overdue for f in facts),
+        "review_overdue": sum(bool(REVIEW_KINDS & set(f.overdue_kinds)) for f in facts),
         "extensions": sum(f.extensions for f in facts),
         "with_feedback": len(with_feedback),
         "satisfied": satisfied,
         "satisfaction_rate": rate(satisfied, len(with_feedback)),
         "reviews": sum(f.reviews for f in facts),
         "re_reviews": sum(f.re_reviews for f in facts),
+        "reviews_answered": sum(f.reviewed_at is not None for f in facts),
+        "re_reviews_answered": sum(f.re_reviewed_at is not None for f in facts),
+        "reviews_changed": sum((f.review_outcome in changed) + (f.re_review_outcome in changed) for f in facts),
         "repeat": sum(f.repeat_of is not None for f in facts),
         "escalated": sum(bool(f.escalated) for f in facts),
         "collective": sum(bool(f.collective) for f in facts),
         "backlog": sum(bool(f.backlog) for f in facts),
         "backlog_resolved": sum(bool(f.backlog) for f in closed),
+        "objections": sum(len(f.objections) for f in facts),
+        "objections_rejected": sum(f.objections_rejected for f in facts),
         "returns": sum(len(f.returns) for f in facts),
     }
 

@@ -69,7 +69,8 @@ def narrative(directory: Directory, body: dict) -> str:
     drives = sc["drives"]
     parts = [
         f"{period_label(body['period'])}，{directory.county.name}共受理信访事项{f['received']}件，办结{f['closed']}件，"
-        f"办结率达到{percent(f['closure_rate'])}%。",
+        f"办结率达到{percent(f['closure_rate'])}%，其中出具处理意见{f['closed'] - f['not_accepted']}件、"
+        f"不予受理{f['not_accepted']}件。",
         f"矛盾纠纷受理室共受理各类矛盾纠纷{w['received']}件，办结{w['closed']}件，案件办结率达到{percent(w['closure_rate'])}%。",
         f"共受理网上信访{on['received']}件，办结率达到{percent(on['closure_rate'])}%。",
         f"信访代办员代办事项{dg['received']}件，涉及代办员{dg['agents']}名、代办点{dg['agencies']}个，"
@@ -79,7 +80,8 @@ def narrative(directory: Directory, body: dict) -> str:
         f"开展矛盾纠纷排查{len(drives)}次，排查出矛盾纠纷{sum(d['disputes'] for d in drives)}件，"
         f"其中确定为重要信访件并实行领导包案{sum(d['important'] for d in drives)}件。",
         f"超期件{f['ever_overdue']}件，群众满意率{percent(f['satisfaction_rate'])}%，复查{f['reviews']}件、"
-        f"复核{f['re_reviews']}件。",
+        f"复核{f['re_reviews']}件，复查复核变更或撤销原处理意见{f['reviews_changed']}件。",
+        f"责任单位提出异议{f['objections']}件，经审核同意退回{f['returns']}件。",
     ]
     return "".join(parts) + "（百分比四舍五入保留一位小数。）"
 

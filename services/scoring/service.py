@@ -236,16 +236,22 @@ def _repeat_origins(conn: Connection, facts: list[domain.CaseFacts]) -> dict[str
     return load_facts(conn, {f.repeat_of for f in facts if f.repeat_of})
 
 
+# Who is ranked: townships among themselves; departments and the bureau's offices together. The
+# governments (人民政府) that answer reviews are never scored or ranked.
+GROUPS = {"townships": ("township",), "departments": ("department", "office")}
+
+
 def scorecards(scoring: Scoring, facts: list[domain.CaseFacts]) -> dict[str, list[dict]]:
-    """Every unit's card, ranked among townships and among departments."""
-    by_unit: dict[str, list[domain.CaseFacts]] = {code: [] for code in scoring.directory.units}
-    for f in facts:
-        if f.lead_unit in by_unit:
-            by_unit[f.lead_unit].append(f)
-    cards = {code: domain.scorecard(code, domain.figures(fs), scoring.weights) for code, fs in by_unit.items()}
-    kinds = {code: u.kind for code, u in scoring.directory.units.items()}
-    return {"townships": domain.rank([c for u, c in cards.items() if kinds[u] == "township"]),
-            "departments": domain.rank([c for u, c in cards.items() if kinds[u] != "township"])}
+    """Every scored unit's card, ranked among townships and among departments."""
+    out = {}
+    for group, kinds in GROUPS.items():
+        units = {code: [] for code, u in scoring.directory.units.items() if u.kind in kinds}
+        for f in facts:
+            if f.lead_unit in units:
+                units[f.lead_unit].append(f)
+        out[group] = domain.rank([domain.scorecard(code, domain.figures(fs), scoring.weights)
+                                  for code, fs in units.items()])
+    return out
 
 
 def close_period(scoring: Scoring, period: str, closed_by: str) -> dict:

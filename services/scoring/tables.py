@@ -33,9 +33,15 @@ case_facts = Table(
     Column("lead_assigned_at", UtcDateTime()),
     Column("leader_id", String(64)),
     Column("signed_at", UtcDateTime()),
-    Column("replied_at", UtcDateTime()),
+    Column("acceptance", String(16)),  # accepted, not_accepted (migration 0003)
+    Column("decided_at", UtcDateTime()),
+    Column("replied_at", UtcDateTime()),  # the lead unit's handling opinion (办结)
     Column("closed_at", UtcDateTime()),
     Column("last_review_at", UtcDateTime()),
+    Column("reviewed_at", UtcDateTime()),  # the reviewing bodies' opinions and their outcomes
+    Column("review_outcome", String(16)),
+    Column("re_reviewed_at", UtcDateTime()),
+    Column("re_review_outcome", String(16)),
     Column("feedback_at", UtcDateTime()),
     Column("satisfied", Boolean),
     Column("overdue_kinds", JSON, nullable=False),
@@ -43,7 +49,9 @@ case_facts = Table(
     Column("extensions", Integer, nullable=False),
     Column("reviews", Integer, nullable=False),
     Column("re_reviews", Integer, nullable=False),
-    Column("returns", JSON, nullable=False),  # the units that returned it
+    Column("objections", JSON, nullable=False),  # the units that objected (异议)
+    Column("objections_rejected", Integer, nullable=False),
+    Column("returns", JSON, nullable=False),  # the units whose objection was approved (退回)
 )
 
 # Every lifecycle event of every case, as the bus delivered it: a batch re-folds each case it touches

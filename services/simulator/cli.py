@@ -15,7 +15,7 @@ from pathlib import Path
 from services import runtime
 from services.simulator.check import self_check
 from services.simulator.model import plan_year
-from services.simulator.runner import SERVICES, Endpoints, Simulation
+from services.simulator.runner import SERVICES, STEPS, Endpoints, Simulation
 from shared import keys, natsauth, tokens
 from shared.bus import declare_streams
 from shared.directory import Directory, load_directory
@@ -28,8 +28,9 @@ PLAN_YEAR = 2026  # the simulated year
 def make_tokens(settings: Settings, directory: Directory) -> dict[str, str]:
     """The simulated system's API tokens, made as an operator makes them (shared/tokens.py): the first
     start's clerk and supervisor tokens (in ``<data>/secrets/first-tokens.txt``, for a look around
-    after ``xinfang up --demo``), an ops token for the clocks, and one token for each delegated agent,
-    who files its own cases."""
+    after ``xinfang up --demo``), an ops token for the clocks, one token for each delegated agent,
+    who files its own cases, and one ``unit_head`` token for each unit's head (本机关负责人), who
+    decides the unit's extensions through supervision's API."""
     tokens.ensure(settings)
     first = dict(line.split(": ", 1) for line in
                  (settings.data_dir / "secrets" / tokens.FIRST_TOKENS).read_text(encoding="utf-8").splitlines())
@@ -38,7 +39,19 @@ def make_tokens(settings: Settings, directory: Directory) -> dict[str, str]:
     for agent in sorted(directory.agents):
         made[f"agent:{agent}"] = tokens.create(settings, "agent", agent_id=agent, note="the simulator's agent",
                                                directory=directory)[1]
+    for unit in sorted(directory.units):
+        made[f"unit_head:{unit}"] = tokens.create(settings, "unit_head", unit=unit, note="the simulator's unit head",
+                                                  directory=directory)[1]
     return made
+
+
+def summary(sim: Simulation) -> str:
+    """How often each step of the procedure was taken in the run (``STEPS``)."""
+    width = max(map(len, STEPS))
+    lines = ["procedure steps taken:"] + [f"  {step:<{width}} {sim.steps[step]:6d}  {what}" for step, what in STEPS.items()]
+    if sim.late:
+        lines.append(f"({sim.late} assignments were seen only after their unit's day: it acted a day later)")
+    return "\n".join(lines)
 
 
 def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days: int, keep: Path | None,
@@ -84,7 +97,7 @@ def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days:
         sim = Simulation(Endpoints(urls, nats_server.url, creds_dir=natsauth.creds_dir(own), tokens=api_tokens),
                          directory, plan, seed,
                          progress=lambda line: print(line, flush=True),
-                         feedback_days=load_policy(settings.config_dir).feedback_days)
+                         policy=load_policy(settings.config_dir))
         asyncio.run(sim.run(days, extra_days))
         end = date(plan.year, 1, 1) + timedelta(days=days + extra_days - 1)
         problems = asyncio.run(self_check(sim, end))
@@ -96,13 +109,16 @@ def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days:
         elapsed = time.monotonic() - started
         print(f"{len(sim.cases)} cases, {sim.events_sent} unit and resident commands, "
               f"{sim.refused} refused, in {elapsed:.0f} s")
+        print(summary(sim))
         if problems:
             print(f"SELF-CHECK FAILED: {len(problems)} differences", file=sys.stderr)
             for p in problems[:50]:
                 print("  " + p, file=sys.stderr)
             return 1
-        print("self-check passed: every case is where the simulator left it, no event lost or doubled, "
-              "and the report's figures equal the simulator's own counts")
+        print("self-check passed: every case is where the simulator left it, each step of the procedure it "
+              "took is visible in supervision (case view, timeline, notices) and on the bus, no event lost or "
+              "doubled, every petition on a re-reviewed matter refused, and the report's figures equal the "
+              "simulator's own counts")
         if stay_up:
             print("\nthe simulated county stays up (Ctrl-C stops it):")
             for s, url in urls.items():

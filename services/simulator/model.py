@@ -2,8 +2,11 @@
 
 Volumes follow the seed report's county (DESIGN §1): ≈76 reception-room cases, 38 online, 453
 delegated, ≈268 screened disputes, night visits, letters, calls and cases handed down by the city;
-busier before the Spring Festival and National Day. Units differ: most sign and reply on time, some
-are slow, some return cases, some ask for extensions; residents are mostly satisfied.
+busier before the Spring Festival and National Day. Units differ: most sign, decide on acceptance and
+give their opinion on time, some are slow, some object to cases (异议), some ask for extensions, decided
+by their own head; residents are mostly satisfied, and a few ask for a review (复查) and a re-review
+(复核). The rates of each step are in :data:`RATES`; what a unit does with a case, and what its
+resident answers, is drawn while the year is played (services/simulator/runner.py), from the seed.
 """
 from __future__ import annotations
 
@@ -21,6 +24,31 @@ SERVICE_CATEGORY = {"forestry_logging_permit": "logging_permit", "family_plannin
                     "pension_certification": "social_insurance"}
 SURNAMES, GIVEN = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗", "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平刚桂英华"
 _W = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+
+# The rates of the procedure's steps (信访工作条例 2022): each a choice among outcomes, by weight.
+RATES: dict[str, dict[str, float]] = {
+    # 受理决定 after the sign-for (Art. 23): a few matters belong to a statutory path (不予受理).
+    "acceptance": {"not_accepted": 0.03, "accepted": 0.97},
+    # The supervision office on a unit's objection (异议): mostly upheld, the case routed again.
+    "objection": {"objection_approved": 0.8, "objection_rejected": 0.2},
+    # The unit's head (本机关负责人) on its extension request (Art. 34).
+    "extension": {"extension_approved": 0.9, "extension_refused": 0.1},
+    # The resident on the lead unit's handling opinion (处理意见书).
+    "opinion": {"review": 0.05, "no_review": 0.03, "silent": 0.05, "satisfied": 0.87},
+    # ... on the review's opinion (复查意见).
+    "review_opinion": {"re_review": 0.2, "no_review": 0.15, "silent": 0.1, "satisfied": 0.55},
+    # ... after the re-review's opinion (复核意见, final): a few file the same matter again (不再受理).
+    "re_review_opinion": {"refile": 0.25, "rests": 0.75},
+    # A reviewing body's outcome (复查/复核意见).
+    "review_outcome": {"upheld": 0.8, "changed": 0.15, "revoked": 0.05},
+}
+NOT_ACCEPTED = (  # 不予受理: the reason, and the statutory path the matter belongs to (导入法定途径)
+    ("该事项属于劳动争议，应当依法申请劳动仲裁", "arbitration"),
+    ("该事项已经或者依法应当通过诉讼途径解决", "litigation"),
+    ("该事项属于行政复议受理范围", "administrative_review"),
+    ("该事项应当通过其他法定途径解决", "other_statutory"),
+)
+REVIEW_DAYS = (5, 20)  # a reviewing body answers a review within its 30 days (Art. 35, 36)
 
 
 def resident_id(rnd: random.Random) -> str:
@@ -49,10 +77,12 @@ class Visit:
 
 @dataclass
 class UnitHabit:
-    sign_days: tuple[int, int]
-    reply_days: tuple[int, int]
-    return_rate: float
-    extension_rate: float
+    sign_days: tuple[int, int]  # receipt → 签收
+    accept_days: tuple[int, int]  # 签收 → 受理决定
+    reply_days: tuple[int, int]  # 受理 → 处理意见书
+    objection_rate: float  # 异议: a case that is not its own, objected to within 1-3 days of receipt
+    extension_rate: float  # 延期申请
+    head_api_share: float  # how often its head decides an extension through the bureau's API (else its own system)
 
 
 @dataclass
@@ -72,9 +102,11 @@ def plan_year(directory: Directory, seed: int, scale: float = 1.0, year: int = 2
     categories = [c for c in sorted(directory.categories) if c != "other"]
     for code in sorted(directory.units):
         slow = rnd.random() < 0.15
-        plan.habits[code] = UnitHabit(sign_days=(2, 6) if slow else (0, 2), reply_days=(40, 75) if slow else (5, 40),
-                                      return_rate=0.08 if rnd.random() < 0.2 else 0.01,
-                                      extension_rate=0.15 if slow else 0.03)
+        plan.habits[code] = UnitHabit(sign_days=(2, 6) if slow else (0, 2), accept_days=(2, 6) if slow else (1, 3),
+                                      reply_days=(40, 75) if slow else (5, 40),
+                                      objection_rate=0.08 if rnd.random() < 0.2 else 0.01,
+                                      extension_rate=0.15 if slow else 0.03,
+                                      head_api_share=0.8 if rnd.random() < 0.5 else 0.2)
     people: list[tuple[str, str]] = []
 
     def season(day: date) -> float:  # before the Spring Festival and National Day, more

@@ -36,10 +36,20 @@ class _In(BaseModel):
 
 
 class ExtensionDecision(_In):
+    """延期审批 by the lead unit's own head (本机关负责人)."""
+
     approved: bool
     days: Annotated[int, Field(ge=0, le=365)] = 0
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
     decided_by: IgnoredStaffId = None
+
+
+class ObjectionDecision(_In):
+    """异议审核 by the bureau: the unit that objected, approved (re-routed) or rejected, and why."""
+
+    unit: Code
+    approved: bool
+    reason: Annotated[str, Field(min_length=1, max_length=1000)]
 
 
 class NoticeIn(_In):
@@ -59,6 +69,14 @@ class NoticeReply(_In):
 class ProgressQuery(_In):
     case_id: Annotated[str, Field(min_length=1, max_length=32)]
     query_code: Annotated[str, Field(min_length=4, max_length=16)]
+
+
+DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
+
+def _download(body: bytes | str, name: str, kind: str) -> Response:
+    media = DOCX if kind == "docx" else "text/markdown; charset=utf-8" if kind == "md" else "text/plain; charset=utf-8"
+    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}.{kind}"'})
 
 
 class ClockAdvance(_In):
@@ -107,11 +125,30 @@ def build_router(sup: Supervision) -> APIRouter:
     def overdue(ctx: Ctx, unit: str | None = None, who: Principal = guard("GET /api/v1/overdue")) -> list[dict]:
         return service.due_list(ctx, overdue=True, unit=_own_unit(who, unit), leader=who.leader_id)
 
-    @r.post("/cases/{case_id}/extension", tags=["deadlines"],
-            summary="Approve or refuse a unit's extension request (延期审批)")
+    @r.post("/cases/{case_id}/extension", tags=["procedure"],
+            summary="The unit head approves or refuses its unit's extension request (延期审批, Art. 34)")
     def extension(case_id: str, body: ExtensionDecision, ctx: Ctx,
                   who: Principal = guard("POST /api/v1/cases/{case_id}/extension")) -> dict:
-        return service.decide_extension(ctx, case_id, body.approved, body.days, body.reason, who.staff_id)
+        return service.decide_extension(ctx, case_id, who.unit, body.approved, body.days, body.reason,
+                                        who.staff_id or f"{who.unit}:head")
+
+    @r.post("/cases/{case_id}/objection", tags=["procedure"],
+            summary="The bureau approves or rejects a unit's objection (异议审核, Art. 23)")
+    def objection(case_id: str, body: ObjectionDecision, ctx: Ctx,
+                  who: Principal = guard("POST /api/v1/cases/{case_id}/objection")) -> dict:
+        return service.decide_objection(ctx, case_id, body.unit, body.approved, body.reason, who.staff_id)
+
+    @r.get("/cases/{case_id}/documents", tags=["procedure"],
+           summary="The written notices of a case (受理/不予受理告知书, 延期告知书, 处理意见书, 复查/复核意见书)")
+    def case_documents(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{case_id}/documents")) -> list[dict]:
+        service.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)  # 404 unless the caller may see it
+        return service.documents_of(ctx, case_id)
+
+    @r.get("/cases/{case_id}/documents/{doc_id}.{kind}", tags=["procedure"], summary="A notice as text or Word (docx)")
+    def case_document(case_id: str, doc_id: str, kind: Literal["txt", "docx"], ctx: Ctx,
+                      who: Principal = guard("GET /api/v1/cases/{case_id}/documents/{doc_id}.{kind}")) -> Response:
+        service.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)
+        return _download(service.document_of(ctx, case_id, doc_id, kind), doc_id, kind)
 
     @r.post("/notices", status_code=201, tags=["notices"],
             summary="Issue a numbered supervision notice (督办通知) listing overdue cases")
@@ -130,11 +167,7 @@ def build_router(sup: Supervision) -> APIRouter:
     @r.get("/notices/{notice_id}/document.{kind}", dependencies=[guard("GET /api/v1/notices/{notice_id}/document.{kind}")],
            tags=["notices"], summary="The notice as Markdown (md) or Word (docx)")
     def document(notice_id: str, kind: Literal["md", "docx"], ctx: Ctx) -> Response:
-        body = notices.notice_document(ctx, notice_id, kind)
-        media = ("application/vnd.openxmlformats-officedocument.wordprocessingml.document" if kind == "docx"
-                 else "text/markdown; charset=utf-8")
-        return Response(body, media_type=media,
-                        headers={"Content-Disposition": f'attachment; filename="{notice_id}.{kind}"'})
+        return _download(notices.notice_document(ctx, notice_id, kind), notice_id, kind)
 
     @r.post("/notices/{notice_id}/replies", tags=["notices"],
             summary="Record a unit's reply to a notice (a unit token: its own reply)")
@@ -152,6 +185,13 @@ def build_router(sup: Supervision) -> APIRouter:
     def progress(body: ProgressQuery, ctx: Ctx, request: Request) -> dict:
         client = request.client.host if request.client else "unknown"  # behind a proxy: --forwarded-allow-ips
         return service.resident_progress(ctx, body.case_id, body.query_code, client)
+
+    @r.post("/progress/documents/{doc_id}.docx", tags=["residents"], responses=RESIDENT_ERRORS,
+            summary="A notice of the resident's case as Word (docx), with the case number and query code")
+    def progress_document(doc_id: str, body: ProgressQuery, ctx: Ctx, request: Request) -> Response:
+        client = request.client.host if request.client else "unknown"
+        service.resident_progress(ctx, body.case_id, body.query_code, client)  # the same checks and limits
+        return _download(service.document_of(ctx, body.case_id, doc_id, "docx"), doc_id, "docx")
 
     @r.post("/sweep", dependencies=[guard("POST /api/v1/sweep")], tags=["deadlines"], summary="Sweep the deadlines now")
     async def sweep(ctx: Ctx) -> dict:

@@ -13,6 +13,7 @@ from shared.lifecycle import (
     _RANK,
     AFTER_FINAL,
     FINAL_STATES,
+    HANDLING,
     NOTES,
     OPEN_STATES,
     TRANSITIONS,
@@ -22,6 +23,7 @@ from shared.lifecycle import (
     State,
     Transition,
     Verdict,
+    acceptance_decided,
     apply,
     archived,
     assigned,
@@ -33,6 +35,8 @@ from shared.lifecycle import (
     happened,
     leader_assigned,
     noted,
+    objected,
+    objection_decided,
     placed_at,
     progress_reported,
     received,
@@ -45,23 +49,45 @@ from shared.lifecycle import (
 from shared.policy import DeadlinePolicy
 
 __all__ = [  # what supervision's modules and tests read as domain.X
-    "_RANK", "AFTER_FINAL", "FINAL_STATES", "NOTES", "OPEN_STATES", "TRANSITIONS", "CaseState", "Context", "Due", "State",
-    "Transition", "Verdict", "alerts_due", "apply", "archived", "assigned", "closed", "extension_decided",
-    "extension_requested", "feedback", "fold", "happened", "leader_assigned", "noted", "placed_at",
+    "_RANK", "AFTER_FINAL", "FINAL_STATES", "HANDLING", "NOTES", "OPEN_STATES", "TRANSITIONS", "CaseState", "Context", "Due", "State",
+    "Transition", "Verdict", "acceptance_decided", "alerts_due", "apply", "archived", "assigned", "closed", "extension_decided",
+    "extension_requested", "feedback", "fold", "happened", "is_final", "leader_assigned", "noted", "objected",
+    "objection_decided", "placed_at",
     "progress_reported", "received", "replied", "returned", "review_requested", "should_archive", "should_close",
     "signed", "triaged",
 ]
 
 
+# Closed at once, when the case is folded; the others by a sweep, when their time comes.
+CLOSE_AT_ONCE = frozenset({"satisfied", "not_accepted", "re_reviewed"})
+
+
 def should_close(s: CaseState, now: datetime, policy: DeadlinePolicy) -> str | None:
-    """办结: a reply and a satisfied resident, or no feedback within the window."""
+    """Why the case closes now, if it does: not accepted (不予受理); the re-review's opinion, which is
+    final (Art. 36); a satisfied resident; no feedback within the feedback window; or a resident not
+    satisfied who asked for no review within the time limit (Art. 35: the opinion stands). A
+    resident's dissatisfaction never holds a case open."""
+    if s.state == State.NOT_ACCEPTED:
+        return "not_accepted"
     if s.state != State.REPLIED or s.replied_at is None:
         return None
+    if s.opinion_level == "re_review":
+        return "re_reviewed"
     if s.satisfied:
         return "satisfied"
     if s.satisfied is None and now >= policy.due(s.replied_at, policy.feedback_days, roll=False):
         return "no_feedback"
+    if s.satisfied is False and now >= policy.due(s.replied_at, policy.review_request_days):
+        return "no_review"
     return None
+
+
+def is_final(s: CaseState, now: datetime, policy: DeadlinePolicy) -> bool:
+    """终结: closed, and no review can follow — not accepted, the re-review's opinion given, or the
+    review window of the last opinion passed."""
+    if s.state not in FINAL_STATES:
+        return False
+    return s.final or (s.replied_at is not None and now > policy.due(s.replied_at, policy.review_request_days))
 
 
 def should_archive(s: CaseState, now: datetime, policy: DeadlinePolicy) -> bool:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from prometheus_client import Counter
 from sqlalchemy import Connection, func, select, update
 
-from services.supervision import domain, tables
+from services.supervision import documents, domain, tables
 from shared import events as ev
 from shared import keys as keyring
 from shared.clock import Clock
@@ -135,10 +135,14 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
                 enqueue(conn, tables.outbox, [ev.EventRefused.of(
                     event, unit=event.unit, subject=event.subject, kind="refused", reason=verdict.reason,
                     by="supervision", occurred_at=now)], now)
-        elif status == "applied" and row.status == "pending" and isinstance(event, NOTIFY_UNITS):
-            _notify_units(conn, state, event, now)
+        elif status == "applied":  # first applied: pending until now, or refused before its cause arrived
+            if isinstance(event, NOTIFY_UNITS):
+                _notify_units(conn, state, event, now)
+            if isinstance(event, documents.WRITTEN):  # once per event (the documents' event_id key)
+                documents.issue(sup, conn, domain.fold(_upto(events, rows, event), sup.policy, sup.agent_days,
+                                                       _placed_upto(rows, event))[0], event, now)
     reason = domain.should_close(state, now, sup.policy)
-    if reason == "satisfied" and _once(conn, case_id, "close", state.replied_at, "closed", now):
+    if reason in domain.CLOSE_AT_ONCE and _once(conn, case_id, "close", _close_key(state), "closed", now):
         _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
                                   reason=reason), now)
         return refresh(sup, conn, case_id)
@@ -146,9 +150,31 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
     return state
 
 
+def _close_key(state: domain.CaseState) -> datetime:
+    """What a close answers, so it happens once per opinion (or per acceptance decision)."""
+    return state.replied_at or state.decided_at or state.received_at
+
+
+def _upto(events: list[ev.Event], rows: list, event: ev.Event) -> list[ev.Event]:
+    """The case's events up to ``event`` as they count: a written notice states the case as it stood
+    when the notice was issued (the due date an extension set, not a later one)."""
+    mark = domain.happened(_utc(_row_of(rows, event).placed_at), event.type)
+    return [e for e, r in zip(events, rows) if domain.happened(_utc(r.placed_at), e.type) <= mark]
+
+
+def _placed_upto(rows: list, event: ev.Event) -> list[datetime]:
+    mark = domain.happened(_utc(_row_of(rows, event).placed_at), event.type)
+    return [_utc(r.placed_at) for r in rows if domain.happened(_utc(r.placed_at), r.payload["type"]) <= mark]
+
+
+def _row_of(rows: list, event: ev.Event):  # noqa: ANN202
+    return next(r for r in rows if r.event_id == event.event_id)
+
+
 def _notify_units(conn: Connection, state: domain.CaseState, event: ev.CaseEvent, now: datetime) -> None:
     holders = [(state.lead, "lead")] if state.lead else []
     holders += [(unit, "co") for unit in sorted(state.co)]
+    holders += [(unit, "reviewer") for unit in sorted(set(state.reviewers.values()))]
     enqueue(conn, tables.outbox, [ev.UnitNotified(
         event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"xinfang:notified:{event.event_id}:{unit}")), occurred_at=now,
         actor=SUPERVISION, case_id=event.case_id, unit=unit, role=role, event=event) for unit, role in holders], now)
@@ -165,10 +191,18 @@ def _store(conn: Connection, case_id: str, s: domain.CaseState, events: list[ev.
            "replied_at": s.replied_at, "closed_at": s.closed_at,
            "satisfied": None if s.satisfied is None else ("yes" if s.satisfied else "no"),
            "dues": [_due_json(d, policy) for d in s.dues],
-           "query_code_hash": received.query_code_hash if received else None}
+           "query_code_hash": received.query_code_hash if received else None, "procedure": _procedure(s)}
     c = tables.cases
     if conn.execute(update(c).where(c.c.case_id == case_id).values(**row)).rowcount == 0:
         conn.execute(c.insert(), {"case_id": case_id, **row})
+
+
+def _procedure(s: domain.CaseState) -> dict:
+    """Where the case stands in the procedure, as the case view shows it."""
+    return {"acceptance": s.acceptance, "accepted_at": s.decided_at.isoformat() if s.decided_at else None,
+            "objections": {u: at.isoformat() for u, at in sorted(s.objections.items())},
+            "extension": s.extension, "review_level": s.review_level, "opinion_level": s.opinion_level,
+            "reviewers": dict(sorted(s.reviewers.items())), "final": s.final}
 
 
 def _due_json(d: domain.Due, policy: DeadlinePolicy) -> dict:
@@ -227,7 +261,7 @@ def _sweep_case(sup: Supervision, conn: Connection, case_id: str, now: datetime)
         sup.metrics.alerts.labels(stage, due.kind).inc()
         sent += 1
     reason = domain.should_close(state, now, sup.policy)
-    if reason and _once(conn, case_id, "close", state.replied_at, "closed", now):
+    if reason and _once(conn, case_id, "close", _close_key(state), "closed", now):
         _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
                                   reason=reason), now)
         sent += 1
@@ -242,22 +276,48 @@ def _sweep_case(sup: Supervision, conn: Connection, case_id: str, now: datetime)
 
 # --- the supervision office ---------------------------------------------------------------------
 
-def decide_extension(sup: Supervision, case_id: str, approved: bool, days: int, reason: str, by: str) -> dict:
-    """延期审批 by the supervision office; publishes ExtensionDecided to the lead unit."""
+def decide_extension(sup: Supervision, case_id: str, unit: str, approved: bool, days: int, reason: str,
+                     head: str) -> dict:
+    """延期审批 by the lead unit's own head (本机关负责人, Art. 34), through the API: publishes
+    ExtensionDecided on the unit's subject, as the unit's own system would. Another unit's case
+    answers as a missing one."""
     now = sup.clock.now()
     with sup.uow.begin() as conn:
         state = refresh(sup, conn, case_id)
-        if state.state == "new":
+        if state.state == "new" or state.lead != unit:
             raise NotFound(f"supervision has not seen case {case_id}")
         if state.extension != "requested":
             raise Conflict(f"case {case_id} has no extension request waiting")
         if approved and not 0 < days <= sup.policy.max_extension_days:
             raise InvalidInput([FieldError("days", f"between 1 and {sup.policy.max_extension_days}")])
-        reply_due = next((d for d in state.open_dues() if d.kind == "reply"), None)
+        reply_due = state.open_due("reply")
         _emit(conn, ev.ExtensionDecided(
-            case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=ev.Actor(kind="supervisor", id=by), unit=state.lead,
-            approved=approved, days=days if approved else 0, reason=reason,
-            new_due_at=reply_due.due_at + timedelta(days=days) if approved and reply_due else None), now)
+            case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=ev.Actor(kind="unit", id=head),
+            unit=unit, approved=approved, days=days if approved else 0, reason=reason, approved_by=head,
+            new_due_at=sup.policy.extended(reply_due.due_at, days) if approved and reply_due else None), now)
+        refresh(sup, conn, case_id)
+    return case_view(sup, case_id)
+
+
+def decide_objection(sup: Supervision, case_id: str, unit: str, approved: bool, reason: str, by: str) -> dict:
+    """异议审核 by the bureau (Art. 23): approved, routing routes the case again without the unit;
+    rejected, the case stays with it and its clock keeps running."""
+    now = sup.clock.now()
+    with sup.uow.begin() as conn:
+        state = refresh(sup, conn, case_id)
+        if state.state == "new":
+            raise NotFound(f"supervision has not seen case {case_id}")
+        if unit not in state.objections:
+            waiting = sorted(state.objections)
+            raise Conflict(f"no objection of {unit} is waiting on case {case_id}"
+                           + (f" (waiting: {', '.join(waiting)})" if waiting else ""))
+        t = tables.timeline
+        objection = conn.execute(select(t.c.event_id).where(
+            t.c.case_id == case_id, t.c.unit == unit, t.c.type.in_(["CaseReturned", "AcceptanceDecided"]),
+            t.c.status == "applied").order_by(t.c.placed_at.desc()).limit(1)).scalar()
+        _emit(conn, ev.ObjectionDecided(
+            case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=ev.Actor(kind="supervisor", id=by),
+            unit=unit, approved=approved, reason=reason, objection_event_id=objection), now)
         refresh(sup, conn, case_id)
     return case_view(sup, case_id)
 
@@ -309,8 +369,18 @@ def case_view(sup: Supervision, case_id: str, unit: str | None = None, leader: s
             r = None
     if r is None or (leader is not None and r.leader != leader):
         raise NotFound(f"supervision has not seen case {case_id}")
+    procedure = r.procedure or {}
     return {"case_id": r.case_id, "state": r.state, "lead": r.lead, "co": r.co, "leader": r.leader,
-            "received_at": r.received_at, "replied_at": r.replied_at, "closed_at": r.closed_at, "dues": r.dues}
+            "received_at": r.received_at, "replied_at": r.replied_at, "closed_at": r.closed_at, "dues": r.dues,
+            **procedure, "final": _final(sup, r.state, r.replied_at, procedure)}
+
+
+def _final(sup: Supervision, state: str, replied_at: datetime | None, procedure: dict) -> bool:
+    """终结: closed, and no review can follow any more (see ``domain.is_final``)."""
+    if state not in domain.FINAL_STATES:
+        return False
+    return bool(procedure.get("final")) or (
+        replied_at is not None and sup.clock.now() > sup.policy.due(_utc(replied_at), sup.policy.review_request_days))
 
 
 def _open_cases(sup: Supervision, unit: str | None, state: str | None, leader: str | None = None) -> list:
@@ -353,9 +423,41 @@ def due_list(sup: Supervision, *, overdue: bool, within_days: int = 3, unit: str
     return sorted(out, key=lambda x: x["due_at"])
 
 
+def documents_of(sup: Supervision, case_id: str) -> list[dict]:
+    """The case's written notices (the caller checked who may see the case)."""
+    with sup.uow.engine.connect() as conn:
+        return documents.for_case(conn, case_id)
+
+
+def document_of(sup: Supervision, case_id: str, doc_id: str, fmt: str) -> bytes | str:
+    with sup.uow.engine.connect() as conn:
+        body = documents.document(conn, case_id, doc_id, fmt)
+    if body is None:
+        raise NotFound(f"no document {doc_id} of case {case_id}")
+    return body
+
+
+# What the resident sees of each step (the progress lookup): the public steps, in words.
 PUBLIC_EVENTS = {"CaseReceived": "已受理登记", "CaseAssigned": "已交办", "UnitSigned": "承办单位已签收",
+                 "AcceptanceDecided": "受理决定已作出", "ObjectionDecided": "交办单位已调整",
                  "ProgressReported": "办理中", "ExtensionDecided": "办理期限已调整", "CaseReplied": "已答复",
                  "ReviewRequested": "复查/复核申请已受理", "CaseClosed": "已办结", "CaseArchived": "已归档"}
+
+
+def _public_step(event_type: str, payload: dict) -> str | None:
+    """A step in the resident's words; what the resident is not told (a refused extension, an
+    objection rejected, a co-handling unit's part) is no step."""
+    if event_type == "ExtensionDecided" and not payload.get("approved"):
+        return None
+    if event_type == "ObjectionDecided" and not payload.get("approved"):
+        return None
+    if event_type == "CaseAssigned" and payload.get("role") == "co":
+        return None
+    if event_type == "AcceptanceDecided":
+        return {"accepted": "已受理", "not_accepted": "不予受理"}.get(payload.get("decision"))
+    if event_type == "CaseReplied" and payload.get("unit") and payload.get("review_outcome"):
+        return "复查/复核意见已出具"
+    return PUBLIC_EVENTS.get(event_type)
 
 
 def resident_progress(sup: Supervision, case_id: str, query_code: str, client: str = "unknown") -> dict:
@@ -374,9 +476,16 @@ def resident_progress(sup: Supervision, case_id: str, query_code: str, client: s
         with sup.uow.begin() as conn:
             limits.record(conn, now, case_id, client_key)
         raise NotFound(f"no case {case_id} with this query code")
+    t = tables.timeline
+    with sup.uow.engine.connect() as conn:
+        rows = sorted(conn.execute(select(t.c.occurred_at, t.c.placed_at, t.c.type, t.c.payload)
+                                   .where(t.c.case_id == case_id, t.c.status == "applied")).all(),
+                      key=lambda x: domain.happened(_utc(x.placed_at), x.type))
     steps: list[dict] = []
-    for s in timeline(sup, case_id):
-        step = PUBLIC_EVENTS.get(s["event"])
-        if step and s["status"] == "applied" and (not steps or steps[-1]["step"] != step):
-            steps.append({"at": s["at"], "step": step})
-    return {"case_id": case_id, "state": r.state, "steps": steps, "as_of": datetime.now(timezone.utc)}
+    for row in rows:
+        step = _public_step(row.type, row.payload)
+        if step and (not steps or steps[-1]["step"] != step):
+            steps.append({"at": row.occurred_at, "step": step})
+    notices = [{k: d[k] for k in ("doc_id", "kind", "title", "issued_at", "text")} for d in documents_of(sup, case_id)]
+    return {"case_id": case_id, "state": r.state, "steps": steps, "documents": notices,
+            "as_of": datetime.now(timezone.utc)}

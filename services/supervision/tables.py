@@ -52,6 +52,8 @@ cases = Table(
     Column("satisfied", String(8)),  # yes, no, or null: no feedback yet
     Column("dues", JSON, nullable=False),
     Column("query_code_hash", String(64)),
+    # Where the case stands in the procedure: acceptance, objections, extension, reviewers, finality.
+    Column("procedure", JSON),
 )
 
 # One row per (case, due date, stage) ever sent: the sweep inserts before it publishes, so a due
@@ -90,6 +92,21 @@ notice_replies = Table(
     Column("unit", String(64), nullable=False),
     Column("text", Text, nullable=False),
     Column("replied_at", UtcDateTime(), nullable=False),
+)
+
+# The written notices a case's steps produce (受理/不予受理告知书, 延期告知书, 处理意见书, 复查/复核意见书):
+# one per event, as text (the resident's progress lookup) and DOCX (printed and sent).
+documents = Table(
+    "documents", metadata,
+    Column("doc_id", String(80), primary_key=True),
+    Column("case_id", String(32), nullable=False, index=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("unit", String(64)),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("docx", LargeBinary, nullable=False),
 )
 
 counters = counters_table(metadata)

@@ -111,21 +111,40 @@ class UnitClient:
         return await self._send(ev.UnitSigned(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now()))
 
     async def return_case(self, case_id: str, reason: str) -> ev.CaseReturned:
-        """退回: not this unit's matter; routing chooses again."""
+        """异议 (退回): not this unit's matter, with reasons, within 5 working days of receipt (Art. 23);
+        the bureau decides, and routing chooses again only if it approves."""
         return await self._send(ev.CaseReturned(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(), reason=reason))
+
+    async def decide_acceptance(self, case_id: str, decision: str, reason: str = "",
+                                legal_path: str | None = None) -> ev.AcceptanceDecided:
+        """受理决定 (Art. 23), after the sign-for: accepted, not_accepted (with the reason and the legal
+        path, 导入法定途径) or forwarded (an objection). The resident is told in writing."""
+        return await self._send(ev.AcceptanceDecided(case_id=case_id, unit=self.unit, actor=self.actor,
+                                                     occurred_at=self.clock.now(), decision=decision, reason=reason,
+                                                     legal_path=legal_path))
+
+    async def decide_extension(self, case_id: str, approved: bool, days: int, reason: str,
+                               approved_by: str) -> ev.ExtensionDecided:
+        """延期审批 by this unit's own head (本机关负责人, Art. 34), decided in the unit's own system."""
+        return await self._send(ev.ExtensionDecided(case_id=case_id, unit=self.unit, actor=self.actor,
+                                                    occurred_at=self.clock.now(), approved=approved,
+                                                    days=days if approved else 0, reason=reason,
+                                                    approved_by=approved_by))
 
     async def report_progress(self, case_id: str, note: str) -> ev.ProgressReported:
         return await self._send(ev.ProgressReported(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(), note=note))
 
     async def request_extension(self, case_id: str, days: int, reason: str) -> ev.ExtensionRequested:
-        """延期申请; the supervision office decides."""
+        """延期申请, before the due date; the unit's own head decides (:meth:`decide_extension`)."""
         return await self._send(ev.ExtensionRequested(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(),
                                                       days=days, reason=reason))
 
-    async def reply(self, case_id: str, result: ReplyResult, text: str) -> ev.CaseReplied:  # type: ignore[valid-type]
-        """办理回报: the outcome and the written answer."""
+    async def reply(self, case_id: str, result: ReplyResult, text: str,  # type: ignore[valid-type]
+                    review_outcome: str | None = None) -> ev.CaseReplied:
+        """处理意见书: the outcome and the written opinion; a reviewing body (复查/复核机关) gives its
+        ``review_outcome`` (upheld, changed, revoked)."""
         return await self._send(ev.CaseReplied(case_id=case_id, unit=self.unit, actor=self.actor, occurred_at=self.clock.now(), result=result,
-                                               text=text))
+                                               text=text, review_outcome=review_outcome))
 
     async def _send(self, event: ev.UnitCaseEvent) -> ev.UnitCaseEvent:
         answer = await self.nc.request(subjects.ASSIGNMENT_QUERY.format(unit=self.unit),
