@@ -65,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--json", action="store_true")
     rec.add_argument("--creds", type=Path, help="NATS credentials (default XF_NATS_CREDS, else the embedded run's admin.json)")
 
+    from services.routing import cli as routing_cli
+    routing_cli.add_parser(sub)
+
     scoring = sub.add_parser("scoring", help="scoring maintenance")
     scoring.add_argument("action", choices=["rebuild"], help="rebuild: drop the projection and replay the stream")
 
@@ -162,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reconcile":
         from shared.reconcile import command
         return command(settings, args.since, args.service, args.dry_run, args.json, args.creds)
+    if args.command == "routing":
+        return routing_cli.run(args, settings)
     if args.command == "scoring":
         from services.scoring.cli import rebuild
         return rebuild(settings)

@@ -81,6 +81,8 @@ TABLE: dict[str, dict[str, Rule]] = {
         "GET /api/v1/routing/{case_id}": _r(CASE_READERS, "why a case went where it went", UNIT_LEADER_OWN),
         "GET /api/v1/triage": _r("clerk supervisor", "the triage queue"),
         "POST /api/v1/triage/{case_id}/decision": _r("supervisor", "assign a triaged case (recorded as the token's staff id)"),
+        "POST /api/v1/routing/{case_id}/leader": _r("supervisor", "name another lead leader (包案领导) with a reason "
+                                                    "(recorded as the token's staff id)"),
         "POST /api/v1/routing/explain": _r("clerk supervisor", "dry run: where a draft case would go"),
         "PUT /api/v1/clock": CLOCK,
     },

@@ -58,6 +58,10 @@ class Unit(_Model):
     # 复查机关: the body one level above that answers a review of this unit's opinion (条例 Art. 35);
     # its own review_body answers the re-review (Art. 36). None: the county's default (county.yaml).
     review_body: Code | None = None
+    # Other names a resident's text may give it (林业站 for the forestry bureau, 派出所 for the police,
+    # 城关镇政府 for the township): unique across units. A township's bare name (西山乡) names a place,
+    # the residents' address, never the township as the one a complaint accuses.
+    aliases: list[Annotated[str, Field(min_length=2, max_length=50)]] = []
     villages: list[Village] = []
 
 
@@ -68,12 +72,21 @@ class Category(_Model):
     keywords: list[str] = []
 
 
+class Portfolio(_Model):
+    """分管: the units and categories a county leader is in charge of."""
+
+    units: list[Code] = []
+    categories: list[Code] = []
+
+
 class Leader(_Model):
-    """包案领导: a county leader who can be made responsible for important cases."""
+    """包案领导: a county leader who can be made responsible for important cases; an important case
+    goes to a leader whose portfolio (分管) covers its lead unit or category."""
 
     code: Code
     name: str
     title: str
+    portfolio: Portfolio = Portfolio()
 
 
 class ServiceType(_Model):
@@ -101,6 +114,8 @@ class County(_Model):
     supervision_office: Code
     # The review body (复查机关) of a township or department that names none: the county government.
     review_body: Code | None = None
+    # 纪委监委: receives accusations of officials' misconduct (检举控告, routing.yaml ``accusations``).
+    discipline_commission: Code | None = None
 
 
 FILES = {
@@ -195,12 +210,12 @@ def load_directory(config_dir: Path | str) -> Directory:
     service_types = parse("agents", list[ServiceType], "service_types")
     agencies = parse("agents", list[Agency], "agencies")
     directory = Directory(county, townships + departments, categories, leaders, service_types, agencies)
-    _check_references(directory, docs, townships, departments, categories, list(agencies))
+    _check_references(directory, docs, townships, departments, categories, list(agencies), leaders)
     return directory
 
 
 def _check_references(d: Directory, docs: dict, township_list: list[Unit], department_list: list[Unit],
-                      category_list: list[Category], agency_list: list[Agency]) -> None:
+                      category_list: list[Category], agency_list: list[Agency], leader_list: list[Leader]) -> None:
     """Codes unique and every reference known. Works on the parsed lists, before dicts hide duplicates."""
     def fail(key: str, loc: tuple, message: str) -> None:
         docs[key].fail(loc, message)
@@ -234,6 +249,12 @@ def _check_references(d: Directory, docs: dict, township_list: list[Unit], depar
         fail("county", ("supervision_office",), f"unknown unit {d.county.supervision_office!r}")
     if d.county.review_body and d.county.review_body not in d.units:
         fail("county", ("review_body",), f"unknown unit {d.county.review_body!r}")
+    commission = d.county.discipline_commission
+    if commission and commission not in d.units:
+        fail("county", ("discipline_commission",), f"unknown unit {commission!r}")
+    if commission and d.units[commission].kind == "government":
+        fail("county", ("discipline_commission",), f"{commission!r} is a government (人民政府): never routed a case")
+    _check_aliases(docs, township_list, department_list)
     for key, units in (("townships", township_list), ("departments", department_list)):
         for i, u in enumerate(units):
             if u.review_body and u.review_body not in d.units:
@@ -248,6 +269,14 @@ def _check_references(d: Directory, docs: dict, township_list: list[Unit], depar
             fail("categories", ("categories", i, "default_unit"),
                  f"{c.default_unit!r} is a government (人民政府): it answers reviews and is never routed a case")
     unique("agents", "agencies", [a.code for a in agency_list], "agency")
+    unique("leaders", "leaders", [x.code for x in leader_list], "leader")
+    for i, leader in enumerate(leader_list):
+        for j, unit in enumerate(leader.portfolio.units):
+            if unit not in d.units:
+                fail("leaders", ("leaders", i, "portfolio", "units", j), f"unknown unit {unit!r}")
+        for j, category in enumerate(leader.portfolio.categories):
+            if category not in d.categories:
+                fail("leaders", ("leaders", i, "portfolio", "categories", j), f"unknown category {category!r}")
     for i, a in enumerate(agency_list):
         if a.township not in d.townships:
             fail("agents", ("agencies", i, "township"), f"unknown township {a.township!r}")
@@ -258,6 +287,19 @@ def _check_references(d: Directory, docs: dict, township_list: list[Unit], depar
     if len(set(agent_codes)) != len(agent_codes):
         dup = next(c for c in agent_codes if agent_codes.count(c) > 1)
         fail("agents", ("agencies",), f"agent code {dup!r} appears twice")
+
+
+def _check_aliases(docs: dict, township_list: list[Unit], department_list: list[Unit]) -> None:
+    """An alias names one unit: never two units' alias, nor another unit's name."""
+    names = {u.name: u.code for u in township_list + department_list}
+    claimed: dict[str, str] = {}
+    for key, units in (("townships", township_list), ("departments", department_list)):
+        for i, u in enumerate(units):
+            for j, alias in enumerate(u.aliases):
+                other = claimed.get(alias) or names.get(alias)
+                if other is not None and other != u.code:
+                    docs[key].fail((key, i, "aliases", j), f"alias {alias!r} already names unit {other!r}")
+                claimed[alias] = u.code
 
 
 def dotted(loc: tuple) -> str:

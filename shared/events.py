@@ -145,6 +145,11 @@ class CaseReceived(CaseEvent):
     village: Code | None = Field(None, description="Code of the village (村), when known.")
     people_count: int = Field(1, description="How many people came or signed (人数); 5 or more makes it collective.")
     accused_units: list[Code] = Field([], description="Units the case accuses (被反映单位): routing never gives it to them.")
+    accuses_unit: bool | None = Field(None, description=(
+        "The clerk's answer to 'does the case accuse a unit?' (检举控告): true, it accuses the units in accused_units "
+        "or, failing them, those the text names; false, it accuses none (a unit the text names is a place or the "
+        "one the resident turned to); absent or null, not asked: routing reads the text, and sends a case that "
+        "names a unit with an accusation word but no conduct word to a clerk (triage accusation_unclear)."))
     resident: ResidentRef = Field(description="The resident (信访人): name, masked ID number and its keyed hash, phone.")
     collective: bool = Field(False, description="Collective petition (集体访): people_count is 5 or more.")
     escalated: bool = Field(False, description="Skipped a level (越级访), as the clerk recorded it.")
@@ -306,9 +311,10 @@ class CaseNeedsTriage(CaseEvent):
     subject_template: ClassVar[str] = subjects.TRIAGE
     published_by: ClassVar[str] = "routing"
     type: Literal["CaseNeedsTriage"] = Field("CaseNeedsTriage", description=_TYPE)
-    reason: Literal["category_unclear", "no_rule", "returned_twice"] = Field(description=(
+    reason: Literal["category_unclear", "no_rule", "returned_twice", "accusation_unclear"] = Field(description=(
         "category_unclear: the classifier was unsure; no_rule: no rule names a unit that may take it; "
-        "returned_twice: units returned it (退回) too often."))
+        "returned_twice: units returned it (退回) too often; accusation_unclear: the text names a unit with an "
+        "accusation word (举报, 投诉, 反映…) but no conduct word, and the clerk did not say whether it accuses it."))
     detail: str = Field("", description="More detail, in words.")
     returned_by: list[Code] = Field([], description="The units that returned it (退回).")
     suggested_category: Code | None = Field(None, description="The classifier's best guess, if any.")
@@ -325,6 +331,13 @@ class LeaderAssigned(CaseEvent):
     reasons: list[Literal["backlog", "collective", "escalated", "repeat", "special_period"]] = Field(description=(
         "Why the case is important: backlog (积案), collective (集体访), escalated (越级访), repeat (重复访), special_period"
         " (敏感期排查)."))
+    assigned_by: Literal["portfolio", "load", "bureau"] | None = Field(None, description=(
+        "How the leader was chosen: portfolio, the leader in charge (分管, leaders.yaml) of the case's lead unit or "
+        "category with the fewest open important cases; load, no portfolio covers the case, the leader with the "
+        "fewest; bureau, named by the bureau by hand (actor: the supervisor), replacing another. Absent in "
+        "older events: by load."))
+    note: str = Field("", description="Why this leader, in words: the bureau's reason when it named the leader.")
+    replaces: Code | None = Field(None, description="The leader this one replaces (the bureau's naming), if any.")
 
 
 # --- departments --------------------------------------------------------------------------------

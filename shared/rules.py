@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.directory import Code, ConfigDoc, Directory
 from shared.events import CHANNELS
@@ -58,13 +58,64 @@ class ClassifierSettings(_Model):
     min_hits: int = Field(1, ge=1)
 
 
+Word = Annotated[str, Field(min_length=1, max_length=20)]
+
+
+class Accusations(_Model):
+    """How routing reads an accusation in a case's text (services/routing/accusations.py), and where
+    accusations of officials' misconduct go (检举控告, 信访工作条例 Art. 31)."""
+
+    # The officials' misconduct (吃拿卡要, 受贿, 乱收费…): a unit the text names as the one who did it,
+    # in the same sentence, is accused, and the case goes to the discipline commission.
+    conduct_words: list[Word] = ["吃拿卡要", "受贿", "索贿", "收红包", "索要", "好处费", "乱收费", "乱罚款", "打人",
+                                 "粗暴执法", "滥用职权", "徇私", "贪污", "挪用", "优亲厚友"]
+    # Misconduct by not acting (不作为, 推诿…): these accuse the unit the resident turned to as well
+    # (到林业局反映了三次都推诿), where a conduct word accuses only the one who did it.
+    inaction_words: list[Word] = ["不作为", "推诿", "踢皮球"]
+    # A bribe or favour given (送了钱, 塞烟酒, 打招呼): it accuses the unit or official who received it.
+    bribe_words: list[Word] = ["送钱", "送了钱", "塞钱", "塞了钱", "送礼", "打招呼"]
+    # A demand that officials be investigated (查处, 严查): it accuses the unit or official the text named
+    # before it (not the one asked to act, nor the commission), and makes the accusation one of misconduct.
+    demand_words: list[Word] = ["查处", "严查"]
+    # Words that accuse (举报, 投诉, 反映…): a unit named right after one of them, with no conduct word,
+    # may be accused or may not: the clerk decides (triage ``accusation_unclear``) unless the clerk has
+    # answered ``accuses_unit`` at intake.
+    accusation_words: list[Word] = ["举报", "检举", "揭发", "控告", "投诉", "反映"]
+    # The people of a unit (干部, 工作人员…): their conduct is the unit's, the last one the text named (a
+    # township's too, named by its bare name: 西山乡的干部).
+    official_words: list[Word] = ["干部", "工作人员", "领导", "执法人员"]
+    # A unit's people without a rank (…的人, 那个人): of the unit named before them in the same sentence (a
+    # village's people are villagers).
+    unit_people_words: list[Word] = ["的人", "那个人"]
+    # Village cadres (村干部, 村支书…): the case's township answers for them (or the township of the
+    # village named right before: 柏树村书记).
+    township_official_words: list[Word] = ["村干部", "村支书", "村书记", "村主任"]
+    # Others whose conduct is their own, never a unit's (商家, 老板, 邻居…).
+    party_words: list[Word] = ["商家", "老板", "邻居"]
+    # How a text names its own township's government without its name (镇政府, 乡干部…).
+    own_township_names: list[Word] = ["镇政府", "乡政府", "镇党委", "乡党委", "镇干部", "乡干部"]
+    # 检举控告 go to the county's discipline commission (county.yaml ``discipline_commission``); false:
+    # the accused unit's superior leads them, as it leads any other accusation.
+    misconduct_to_commission: bool = True
+    # The accused unit's superior co-handles (协办) an accusation the commission leads.
+    superior_co_handles: bool = False
+
+
 class RoutingConfig(_Model):
     classifier: ClassifierSettings = ClassifierSettings()
-    # A case whose text pairs one of these words with a unit's name accuses that unit (检举揭发).
-    accusation_words: list[str] = ["举报", "检举", "揭发", "控告", "投诉"]
+    accusations: Accusations = Accusations()
+    # Older files: the accusation words at the top level (now ``accusations.accusation_words``).
+    accusation_words: list[Word] | None = None
     # Returns (退回) after which a case goes to a clerk instead of another unit.
     max_returns: int = Field(2, ge=1)
     rules: list[Rule]
+
+    @model_validator(mode="after")
+    def _older_accusation_words(self) -> RoutingConfig:
+        if self.accusation_words is not None and "accusation_words" not in self.accusations.model_fields_set:
+            object.__setattr__(self, "accusations", self.accusations.model_copy(
+                update={"accusation_words": list(self.accusation_words)}))
+        return self
 
     def ordered(self) -> list[Rule]:
         return sorted(self.rules, key=lambda r: -r.priority)
@@ -97,4 +148,20 @@ def load_routing(config_dir: Path | str, directory: Directory) -> RoutingConfig:
                                                 f"both match some cases, different units)")
     if not any(r.categories is None and r.townships is None and r.channels is None for r in config.rules):
         doc.fail(("rules",), "needs a default rule (no categories, townships or channels)")
+    _check_accusations(doc, config.accusations, directory)
     return config
+
+
+def _check_accusations(doc: ConfigDoc, a: Accusations, directory: Directory) -> None:
+    """A township's own-government word never another unit's name or alias; a word in one list only."""
+    names = {n: u.code for u in directory.units.values() for n in (u.name, *u.aliases)}
+    for j, word in enumerate(a.own_township_names):
+        if word in names:
+            doc.fail(("accusations", "own_township_names", j), f"{word!r} already names unit {names[word]!r}")
+    seen: dict[str, str] = {}
+    for field in ("conduct_words", "inaction_words", "bribe_words", "demand_words", "accusation_words",
+                  "official_words", "unit_people_words", "township_official_words", "party_words", "own_township_names"):
+        for j, word in enumerate(getattr(a, field)):
+            if seen.get(word, field) != field:
+                doc.fail(("accusations", field, j), f"{word!r} is in {seen[word]} too")
+            seen[word] = field

@@ -62,6 +62,9 @@ def test_forged_events_are_dead_lettered_by_every_consumer_counted_and_change_no
     case_id = submit(intake)["case_number"]
     wait_state(supervision, case_id, "assigned")
     drained(intake_db, routing_db, supervision_db)
+    # routing reads its own assignments too (a clerk's triage decision teaches its classifier)
+    assignments = [e for _, e in read_subject(settings.nats_url, "cases.assigned.*") if e.case_id == case_id]
+    wait_until(lambda: table_counts(routing_db)["inbox"] == 1 + len(assignments), what="routing to read them")
     year = datetime.now(CHINA).year
     before = {"routing": table_counts(routing_db), "supervision": table_counts(supervision_db),
               "timeline": supervision.get(f"/api/v1/cases/{case_id}/timeline").json(),

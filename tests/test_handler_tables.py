@@ -34,7 +34,8 @@ CASE = ev.CaseReceived(case_id="QS-2026-000001", occurred_at=NOW, actor=CLERK, c
 
 @pytest.mark.parametrize("table, expected", [
     (routing_handlers.HANDLERS, {"cases.received", "cases.returned.*", "cases.acceptance.*",
-                                 "cases.objection_decided.*", "cases.review_requested", "cases.closed"}),
+                                 "cases.objection_decided.*", "cases.review_requested", "cases.closed",
+                                 "cases.assigned.*"}),
     (supervision_handlers.HANDLERS, {"cases.received", "cases.assigned.*", "cases.triage", "cases.leader_assigned",
                                      "cases.signed.*", "cases.returned.*", "cases.acceptance.*", "cases.progress.*",
                                      "cases.extension_requested.*", "cases.extension_decided.*", "cases.replied.*",

@@ -163,14 +163,14 @@ def test_in_test_mode_the_clock_moves_forward_only_and_starts_where_told(
 # --- jieba's cache ------------------------------------------------------------------------------------
 
 def test_jiebas_cache_is_in_a_private_folder_not_the_shared_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.routing import domain
+    from services.routing import classifier as model
 
     shared_tmp = tmp_path / "shared-tmp"
     shared_tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(shared_tmp))
-    monkeypatch.setattr(domain, "_DICTIONARY", [])  # as a fresh process: load the dictionary again
+    monkeypatch.setattr(model, "_DICTIONARY", [])  # as a fresh process: load the dictionary again
     cache = tmp_path / "var" / "cache" / "jieba"
-    classifier = domain.Classifier(load_directory(SAMPLE), cache)
+    classifier = model.Classifier(load_directory(SAMPLE), cache, corpus=[])  # the keywords alone: fast
     assert classifier.classify("山林界址纠纷", "与邻村山林界址不清")[0] == "forestry_rights"
     assert (cache / "jieba.cache").is_file()
     assert stat.S_IMODE(cache.stat().st_mode) == 0o700

@@ -216,7 +216,7 @@ def test_a_review_goes_to_the_county_government_and_a_re_review_to_the_city_gove
 
 def test_a_review_with_no_reviewing_body_in_the_directory_assigns_no_one_and_is_counted(
         intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine) -> None:
-    number = submit(intake, category="logging_permit", title="反映采伐证发放问题",
+    number = submit(intake, category="logging_permit", title="反映采伐证发放问题", accused_units=["forestry"],
                     content="举报县林业局工作人员违规发放采伐证。")
     assert assigned(settings, [intake_db, routing_db], number)[0].unit == "supervision_office"  # an office
     publish(settings, ev.ReviewRequested(case_id=number, actor=ev.Actor(kind="clerk"), level="review", reason="x"))

@@ -1,5 +1,6 @@
-"""Routing's rules without a bus: coverage of the sample county, conflicts, accusations, the
-classifier and leader balancing."""
+"""Routing's rules without a bus: coverage of the sample county, conflicts, accusations and leaders
+by portfolio (the classifier's own: test_routing_classifier.py; accusations in detail:
+test_routing_accusations.py)."""
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.routing import domain
+from services.routing import accusations, domain, leaders
 from services.routing.domain import CaseFacts
 from shared.directory import ConfigError, load_directory
 from shared.events import CHANNELS
@@ -20,9 +21,9 @@ CONFIG = load_routing(SAMPLE, DIRECTORY)
 GOVERNMENTS = {"county_gov", "city_gov"}
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory: pytest.TempPathFactory) -> domain.Classifier:
-    return domain.Classifier(DIRECTORY, tmp_path_factory.mktemp("jieba"))
+def accused(facts: CaseFacts) -> set[str]:
+    return set(accusations.assess(facts.title, facts.content, facts.township, facts.accused_units, facts.accuses_unit,
+                                  DIRECTORY, CONFIG.accusations).accused)
 
 
 def test_the_sample_rules_place_every_category_in_every_township_on_every_channel() -> None:
@@ -45,23 +46,24 @@ def test_sector_matters_go_to_the_competent_department_and_township_matters_to_t
 
 
 def test_an_accused_unit_never_gets_the_case_its_superior_does() -> None:
-    facts = CaseFacts("letter", "xishan", "logging_permit", "举报", "举报县林业局工作人员违规发放采伐证")
-    accused = domain.accused_units(facts, DIRECTORY, CONFIG.accusation_words)
-    assert accused == {"forestry"}
-    d = domain.route(facts, CONFIG, DIRECTORY, accused=accused)
+    # Marked by the clerk, no conduct word: the accused unit's superior leads (纪委监委 takes misconduct).
+    facts = CaseFacts("letter", "xishan", "logging_permit", "举报", "举报县林业局工作人员违规发放采伐证",
+                      frozenset({"forestry"}))
+    assert accused(facts) == {"forestry"}
+    d = domain.route(facts, CONFIG, DIRECTORY, accused=accused(facts))
     assert d.lead == "supervision_office" and "forestry" not in d.co and "forestry is accused" in d.note
 
 
 def test_naming_a_unit_without_accusing_it_is_not_an_accusation() -> None:
     facts = CaseFacts("letter", "xishan", "logging_permit", "采伐证", "想去县林业局办理采伐证")
-    assert domain.accused_units(facts, DIRECTORY, CONFIG.accusation_words) == set()
+    assert accused(facts) == set()
 
 
 def test_a_township_government_named_in_an_accusation_accuses_the_township_not_the_county_or_the_city() -> None:
-    facts = CaseFacts("letter", "xishan", "land_resources", "举报", "举报西山乡人民政府违规占地")
-    assert domain.accused_units(facts, DIRECTORY, CONFIG.accusation_words) == {"xishan"}
-    named = CaseFacts("letter", "xishan", "land_resources", "举报", "举报青山县人民政府违规征地")
-    assert domain.accused_units(named, DIRECTORY, CONFIG.accusation_words) == {"county_gov"}
+    facts = CaseFacts("letter", "xishan", "land_resources", "举报", "举报西山乡人民政府干部违规占地，收受好处")
+    assert accused(facts) == {"xishan"}
+    named = CaseFacts("letter", "xishan", "land_resources", "举报", "举报青山县人民政府工作人员滥用职权违规征地")
+    assert accused(named) == {"county_gov"}
 
 
 def test_a_returned_case_skips_the_units_that_returned_it() -> None:
@@ -93,22 +95,24 @@ def test_the_reviewing_body_is_one_level_above_the_unit_whose_opinion_is_reviewe
     assert domain.reviewer(DIRECTORY, None, "review") == (None, None)
 
 
-def test_the_classifier_suggests_a_category_and_how_sure_it_is(classifier: domain.Classifier) -> None:
-    category, confidence, hits = classifier.classify("包工头拖欠农民工工资", "干了半年活，工钱一直不给")
-    assert category == "wage_arrears" and confidence == 1.0 and hits >= 3
-    assert classifier.classify("有个情况想反映", "请领导关心一下")[0] is None
+def test_leaders_are_balanced_by_open_cases_when_no_portfolio_covers_the_case() -> None:
+    roster = sorted(DIRECTORY.leaders)
+    assert leaders.choose(DIRECTORY, {}, None, None).leader == roster[0]
+    assert leaders.choose(DIRECTORY, {roster[0]: 2, roster[1]: 1}, None, "other").leader == roster[2]
+    assert leaders.choose(DIRECTORY, {code: 1 for code in roster} | {roster[4]: 0}, "chengguan", None).leader == roster[4]
+    assert leaders.choose(DIRECTORY, {}, None, None).how == "load"
 
 
-def test_an_even_split_between_categories_is_not_a_choice(classifier: domain.Classifier) -> None:
-    category, confidence, _ = classifier.classify("学校和医院", "")
-    assert category is None and confidence == 0.5
-
-
-def test_leaders_are_balanced_by_open_cases() -> None:
-    roster = list(DIRECTORY.leaders)
-    assert domain.pick_leader(roster, {}) == roster[0]
-    assert domain.pick_leader(roster, {roster[0]: 2, roster[1]: 1}) == roster[2]
-    assert domain.pick_leader(roster, {code: 1 for code in roster} | {roster[4]: 0}) == roster[4]
+def test_an_important_case_gets_the_leader_in_charge_of_its_unit_or_category_the_least_loaded_among_several() -> None:
+    forestry = leaders.choose(DIRECTORY, {"leader06": 9}, "forestry", "forestry_rights")
+    assert (forestry.leader, forestry.how) == ("leader06", "portfolio")  # the only one in charge, however loaded
+    assert leaders.choose(DIRECTORY, {}, "police", None).leader == "leader05"  # by the lead unit alone
+    assert leaders.choose(DIRECTORY, {}, "discipline", "public_order").leader == "leader05"  # by the category alone
+    # 征地拆迁: the 县委副书记 and the 副县长 for natural resources are both in charge; the lighter one takes it.
+    assert leaders.covering(DIRECTORY, "chengguan", "land_acquisition") == ["leader03", "leader06"]
+    assert leaders.choose(DIRECTORY, {}, "chengguan", "land_acquisition").leader == "leader03"  # a tie: by code
+    lighter = leaders.choose(DIRECTORY, {"leader03": 2, "leader06": 1, "leader01": 0}, "chengguan", "land_acquisition")
+    assert lighter.leader == "leader06" and "leader03, leader06" in lighter.note
 
 
 def _rules_copy(tmp_path: Path) -> Path:

@@ -195,6 +195,8 @@ def check_submission(data: dict, d: Directory) -> list[FieldError]:
     for i, unit in enumerate(accused):
         if isinstance(unit, str) and unit not in d.units:
             errors.append(code_error(f"accused_units[{i}]", unit, d.units, "/api/v1/directory", what="unit"))
+    if data.get("accuses_unit") is False and accused:
+        errors.append(FieldError("accuses_unit", "false (the case accuses no unit) contradicts accused_units"))
     delegation = data.get("delegation") if isinstance(data.get("delegation"), dict) else None
     if delegation is not None:
         agent_code, service_type = text(delegation.get("agent_id")), text(delegation.get("service_type"))

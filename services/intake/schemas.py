@@ -75,6 +75,10 @@ class CaseSubmission(_In):
     people_count: Annotated[int, Field(ge=1, le=10000)] = 1
     accused_units: Annotated[list[Code], Field(max_length=5)] = Field(
         default_factory=list, description="units the complaint accuses (检举); routing never sends it to them")
+    accuses_unit: bool | None = Field(None, description=(
+        "the clerk's answer to 'does the case accuse a unit?' (检举控告): true, the units in accused_units or, failing "
+        "them, those the text names; false, none (a unit the text names is a place); omit when not asked: routing "
+        "reads the text and asks a clerk (triage) when it names a unit with 举报/投诉/反映 but no conduct word"))
     escalated: bool = Field(False, description="越级访: the resident went over the proper level")
     backlog: bool = Field(False, description="积案: a long-unresolved matter")
     delegation: DelegationIn | None = Field(None, description="required for channel delegated")
@@ -115,6 +119,7 @@ class CaseView(BaseModel):
     category: str | None
     people_count: int
     accused_units: list[str]
+    accuses_unit: bool | None = None  # the clerk's answer: does the case accuse a unit? None: not asked
     resident_name: str
     resident_masked_id: str | None
     resident_phone: str | None

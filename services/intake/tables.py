@@ -24,6 +24,8 @@ cases = Table(
     Column("village", String(64)),
     Column("people_count", Integer, nullable=False),
     Column("accused_units", JSON, nullable=False),
+    # The clerk's answer: does the case accuse a unit (检举控告)? Null: not asked (routing reads the text).
+    Column("accuses_unit", Boolean),
     Column("resident_name", String(50), nullable=False),
     Column("resident_id_number", String(18)),
     Column("resident_id_hash", String(64)),

@@ -30,6 +30,12 @@ class TriageDecision(BaseModel):
         "ignored, accepted for older clients: the decision is recorded as the token's staff id"))] = None
 
 
+class LeaderNaming(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    leader_id: Code = Field(description="The county leader (leaders.yaml) who leads the case from now on (包案领导)")
+    reason: Annotated[str, Field(min_length=1, max_length=1000, description="Why this leader, not the one chosen")]
+
+
 class DraftCase(BaseModel):
     """A case as it would arrive; nothing is created."""
 
@@ -40,6 +46,8 @@ class DraftCase(BaseModel):
     title: Annotated[str, Field(min_length=1, max_length=100)]
     content: Annotated[str, Field(max_length=5000)] = ""
     accused_units: list[Code] = []
+    accuses_unit: bool | None = Field(None, description=(
+        "the clerk's answer: does the case accuse a unit? true, false, or omitted (not asked)"))
     repeat_of_unit: Code | None = Field(None, description="for a repeat petition: the unit that handled the earlier case")
 
 
@@ -63,11 +71,18 @@ def build_router(routing: Routing) -> APIRouter:
                who: Principal = guard("POST /api/v1/triage/{case_id}/decision")) -> dict:
         return service.decide_triage(ctx, case_id, body.unit, body.reason, who.staff_id)
 
+    @router.post("/routing/{case_id}/leader", tags=["routing"],
+                 summary="Name another lead leader (包案领导) for a case, with a reason: recorded as LeaderAssigned "
+                         "(assigned_by bureau, the token's staff id as actor); the case's load moves with it")
+    def name_leader(case_id: str, body: LeaderNaming, ctx: Ctx,
+                    who: Principal = guard("POST /api/v1/routing/{case_id}/leader")) -> dict:
+        return service.name_leader(ctx, case_id, body.leader_id, body.reason, who.staff_id)
+
     @router.post("/routing/explain", dependencies=[guard("POST /api/v1/routing/explain")], tags=["routing"],
                  summary="Dry run: where a draft case would go, without creating anything")
     def explain(body: DraftCase, ctx: Ctx) -> dict:
         facts = domain.CaseFacts(body.channel, body.township, body.category, body.title, body.content,
-                                 frozenset(body.accused_units))
+                                 frozenset(body.accused_units), body.accuses_unit)
         result = service.explain(ctx, facts, body.repeat_of_unit)
         d = result.decision
         return {"lead": d.lead, "co": list(d.co), "rule_id": d.rule_id, "note": d.note,

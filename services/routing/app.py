@@ -5,7 +5,8 @@ import asyncio
 
 from fastapi import FastAPI
 
-from services.routing import api, domain, handlers, tables
+from services.routing import api, handlers, learning, tables
+from services.routing.classifier import Classifier
 from services.routing.service import Routing, RoutingMetrics
 from shared.clock import Clock
 from shared.directory import Directory, load_directory
@@ -23,7 +24,9 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     config = load_routing(settings.config_dir, directory)
     metrics = RoutingMetrics()
     plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
-    classifier = domain.Classifier(directory, settings.data_dir / "cache" / "jieba")  # private, not /tmp
+    # The corpus plus the clerks' examples of the shared table (services/routing/learning.py).
+    classifier = Classifier(directory, settings.data_dir / "cache" / "jieba",  # private, not /tmp
+                            source=learning.ExampleSource(plumbing.uow.engine, config, directory))
     routing = Routing(uow=plumbing.uow, directory=directory, config=config, classifier=classifier,
                       clock=plumbing.clock, metrics=metrics, settings=settings)
 

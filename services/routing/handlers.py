@@ -6,7 +6,7 @@ from functools import partial
 
 from sqlalchemy import Connection
 
-from services.routing import procedure, service
+from services.routing import learning, procedure, service
 from services.routing.service import Routing
 from shared import events as ev
 from shared import subjects
@@ -28,6 +28,12 @@ def on_objection(routing: Routing, conn: Connection, d: Delivery) -> None:
 def on_acceptance(routing: Routing, conn: Connection, d: Delivery) -> None:
     if d.event.decision == "forwarded":  # 不属于本单位职责: an objection, as CaseReturned
         procedure.objected(routing, conn, d.event)
+    elif d.event.decision == "accepted":  # the unit that finally took a case after an approved objection
+        learning.accepted(conn, d.event)
+
+
+def on_assigned(routing: Routing, conn: Connection, d: Delivery) -> None:
+    learning.triage_decided(conn, d.event)  # a clerk's triage decision (routing's own event) teaches
 
 
 def on_objection_decided(routing: Routing, conn: Connection, d: Delivery) -> None:
@@ -50,6 +56,7 @@ HANDLERS = HandlerTable({
     ev.ObjectionDecided: on_objection_decided,
     ev.ReviewRequested: on_review_requested,
     ev.CaseClosed: on_closed,
+    ev.CaseAssigned: on_assigned,
 })  # unknown codes: refused by the shared consumer (shared/verdict.py), as in every service
 
 

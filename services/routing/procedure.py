@@ -9,7 +9,7 @@ import logging
 from sqlalchemy import Connection, select, update
 
 from services.routing import domain, tables
-from services.routing.service import HOLDING, ROUTING, Routing, _after, _lead_of, _refuse, reroute
+from services.routing.service import HOLDING, ROUTING, Routing, _after, _lead_of, _refuse, found_of_row, reroute
 from shared import events as ev
 from shared.outbox import enqueue
 
@@ -91,11 +91,12 @@ def review_requested(routing: Routing, conn: Connection, event: ev.ReviewRequest
     if conn.execute(select(a.c.id).where(a.c.case_id == event.case_id, a.c.role == "reviewer",
                                          a.c.review_level == level)).first() is not None:
         return
-    row = conn.execute(select(c.c.brief).where(c.c.case_id == event.case_id)).first()
+    row = conn.execute(select(c).where(c.c.case_id == event.case_id)).first()
     lead = _lead_of(conn, event.case_id)
     reviewed_by = conn.execute(select(a.c.unit).where(a.c.case_id == event.case_id, a.c.role == "reviewer",
                                                       a.c.review_level == "review")).scalar()
-    unit, above = domain.reviewer(routing.directory, lead, level, reviewed_by)
+    accused = found_of_row(routing, row).accused if row is not None else frozenset()  # never reviews it
+    unit, above = domain.reviewer(routing.directory, lead, level, reviewed_by, accused)
     if row is None or unit is None:
         # Codes only: routing never logs what names the resident.
         log.warning("no reviewing body for the %s of case %s (lead unit %s): %s", level, event.case_id, lead,

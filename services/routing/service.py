@@ -2,13 +2,15 @@
 the HTTP ones open their own."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, func, or_, select, update
 
-from services.routing import domain, tables
+from services.routing import accusations, domain, leaders, learning, tables
+from services.routing.accusations import Finding
+from services.routing.classifier import Classifier
 from services.routing.domain import CaseFacts, Decision, Explanation
 from shared import events as ev
 from shared import verdict
@@ -39,6 +41,8 @@ class RoutingMetrics(ServiceMetrics):
                                   registry=self.registry)
         self.no_reviewer = Counter("xf_routing_reviewer_missing_total", "Review requests (复查/复核) for which the "
                                    "directory names no reviewing body, by level", ["level"], registry=self.registry)
+        self.leaders = Counter("xf_routing_leaders_total", "Lead leaders (包案领导) given to important cases, by how "
+                               "chosen (portfolio, load, bureau)", ["how"], registry=self.registry)
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Routing:
     uow: UnitOfWork
     directory: Directory
     config: RoutingConfig
-    classifier: domain.Classifier
+    classifier: Classifier
     clock: Clock
     metrics: RoutingMetrics
     settings: Settings
@@ -66,12 +70,14 @@ def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
     verdict.check_receipt(case.case_id, held is not None)
     now = _after(routing, case)
     brief = ev.CaseBrief.of(case)
+    facts = _facts(case)
+    found = _finding(routing, facts)  # decided once, here: kept with the case (cases.accused)
     conn.execute(tables.cases.insert(), {
         "case_id": case.case_id, "channel": case.channel, "township": case.township, "category": case.category,
-        "accused": case.accused_units, "repeat_of": case.repeat_of, "brief": brief.model_dump(mode="json"),
+        "accused": _stored(found, case), "repeat_of": case.repeat_of, "brief": brief.model_dump(mode="json"),
         "received_at": case.occurred_at})
     earlier_lead = _lead_of(conn, case.repeat_of) if case.repeat_of else None
-    explanation = explain(routing, _facts(case), earlier_lead)
+    explanation = explain(routing, facts, earlier_lead, found=found)
     if explanation.triage_reason:
         _to_triage(routing, conn, case.case_id, explanation.triage_reason, explanation.decision.note, now,
                    explanation.category, explanation.confidence)
@@ -79,7 +85,7 @@ def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
         _assign(routing, conn, case.case_id, brief, explanation, now, ROUTING, how=explanation.decision.rule_id)
     reasons = domain.importance(case.model_dump())
     if reasons:
-        _assign_leader(routing, conn, case.case_id, reasons, now)
+        _assign_leader(routing, conn, case.case_id, reasons, now, explanation.decision.lead, explanation.category)
 
 
 def reroute(routing: Routing, conn: Connection, case_id: str, now: datetime) -> None:
@@ -95,7 +101,7 @@ def reroute(routing: Routing, conn: Connection, case_id: str, now: datetime) -> 
     last = conn.execute(select(a.c.category, a.c.category_suggested, a.c.confidence).where(
         a.c.case_id == case_id, a.c.role.in_(HOLDING)).order_by(a.c.id.desc())).first()
     facts = _facts_of_row(row, last.category if last else row.category)
-    explanation = explain(routing, facts, excluded=set(objectors))
+    explanation = explain(routing, facts, excluded=set(objectors), found=found_of_row(routing, row))
     explanation.category_suggested = bool(last and last.category_suggested)
     explanation.confidence = last.confidence if last else None
     if explanation.triage_reason:
@@ -129,18 +135,33 @@ def closed(routing: Routing, conn: Connection, event: ev.CaseClosed) -> None:
 # --- decisions ----------------------------------------------------------------------------------
 
 def explain(routing: Routing, facts: CaseFacts, earlier_lead: str | None = None,
-            excluded: set[str] = frozenset()) -> Explanation:
-    """Where a case goes and why; writes nothing (the dry run uses it as it is)."""
-    accused = domain.accused_units(facts, routing.directory, routing.config.accusation_words)
+            excluded: set[str] = frozenset(), found: Finding | None = None) -> Explanation:
+    """Where a case goes and why; writes nothing (the dry run uses it as it is). ``found``: the
+    accusation as decided at receipt, else read now (services/routing/accusations.py)."""
+    found = found if found is not None else _finding(routing, facts)
+    accused = set(found.accused)
+    barred = set(excluded) | accused | domain.not_routed(routing.directory)
+    commission = accusations.to_commission(found, routing.directory, routing.config.accusations, barred)
+    if commission is not None:  # 检举控告: to the discipline commission, whatever the category
+        return Explanation(commission, facts.category, accused=sorted(accused))
+    if found.unclear:  # the text names a unit with an accusation word only: a clerk decides
+        return Explanation(Decision(None, note=found.unclear_detail(routing.directory)), facts.category,
+                           accused=sorted(accused), triage_reason="accusation_unclear")
     category, suggested, confidence = facts.category, False, None
     if category in domain.UNCATEGORISED and earlier_lead is None:
-        guess, confidence, _hits = routing.classifier.classify(facts.title, facts.content,
-                                                                routing.config.classifier.min_hits)
-        if guess is None or confidence < routing.config.classifier.min_confidence:
-            return Explanation(Decision(None, note=f"classifier unsure: {guess or 'no keyword'} ({confidence})"),
-                               guess, True, confidence, sorted(accused), "category_unclear")
-        category, suggested = guess, True
-    facts = CaseFacts(facts.channel, facts.township, category, facts.title, facts.content, facts.accused_units)
+        # The classifier's posterior over categories, added up by the lead unit their rules give this
+        # case (its township, channel, accused and excluded units): the unit is what must be right.
+        guess = routing.classifier.guess(facts.title, facts.content)
+        pick = guess.by_unit(learning.leads(facts, routing.config, routing.directory, excluded=set(excluded),
+                                            accused=accused))
+        confidence = round(pick.confidence, 3)
+        settings = routing.config.classifier
+        if pick.unit is None or guess.hits < settings.min_hits or confidence < settings.min_confidence:
+            return Explanation(Decision(None, note=f"classifier unsure: {pick.category or 'no known word'} → "
+                                                   f"{pick.unit} ({confidence})"),
+                               pick.category, True, confidence, sorted(accused), "category_unclear")
+        category, suggested = pick.category, True
+    facts = replace(facts, category=category)
     decision = domain.route(facts, routing.config, routing.directory, excluded=set(excluded), accused=accused,
                             preferred_lead=earlier_lead)
     return Explanation(decision, category, suggested, confidence, sorted(accused),
@@ -149,12 +170,36 @@ def explain(routing: Routing, facts: CaseFacts, earlier_lead: str | None = None,
 
 def _facts(case: ev.CaseReceived) -> CaseFacts:
     return CaseFacts(case.channel, case.township, case.category, case.title, case.content,
-                     frozenset(case.accused_units))
+                     frozenset(case.accused_units), case.accuses_unit)
 
 
 def _facts_of_row(row, category: str | None) -> CaseFacts:  # noqa: ANN001
+    stored = row.accused if isinstance(row.accused, dict) else {"marked": row.accused}
     return CaseFacts(row.channel, row.township, category, row.brief["title"], row.brief["content"],
-                     frozenset(row.accused))
+                     frozenset(stored.get("marked", [])), stored.get("accuses_unit"))
+
+
+def _finding(routing: Routing, facts: CaseFacts) -> Finding:
+    return accusations.assess(facts.title, facts.content, facts.township, facts.accused_units, facts.accuses_unit,
+                              routing.directory, routing.config.accusations)
+
+
+def _stored(found: Finding, case: ev.CaseReceived) -> dict:
+    """What routing keeps of a case's accusation (cases.accused): the units it accuses and whether of
+    misconduct, as decided at receipt (a change of the words later never moves an assigned case), with
+    the clerk's marks and answer."""
+    return {"units": sorted(found.accused), "misconduct": found.misconduct, "conduct": list(found.conduct),
+            "marked": list(case.accused_units), "accuses_unit": case.accuses_unit}
+
+
+def found_of_row(routing: Routing, row) -> Finding:  # noqa: ANN001 - a row of routing's cases
+    """The accusation of a stored case, as decided at receipt. A case stored before routing kept the
+    decision (a list: the clerk's marks) is read again under the current words; unclear is no longer
+    asked (the case has been routed)."""
+    if isinstance(row.accused, dict):
+        return Finding(accused=frozenset(row.accused["units"]), misconduct=bool(row.accused.get("misconduct")),
+                       conduct=tuple(row.accused.get("conduct", ())))
+    return replace(_finding(routing, _facts_of_row(row, row.category)), unclear=())
 
 
 def _lead_of(conn: Connection, case_id: str) -> str | None:
@@ -198,13 +243,23 @@ def _to_triage(routing: Routing, conn: Connection, case_id: str, reason: str, de
     routing.metrics.triaged.labels(reason).inc()
 
 
-def _assign_leader(routing: Routing, conn: Connection, case_id: str, reasons: list[str], now: datetime) -> None:
+def _leader_load(conn: Connection) -> dict[str, int]:
+    """Each leader's open important cases."""
     lc = tables.leader_cases
-    load = dict(conn.execute(select(lc.c.leader_id, func.count()).where(lc.c.open).group_by(lc.c.leader_id)).all())
-    leader = domain.pick_leader(list(routing.directory.leaders), load)
-    conn.execute(lc.insert(), {"case_id": case_id, "leader_id": leader, "reasons": reasons, "open": True})
-    enqueue(conn, tables.outbox, [ev.LeaderAssigned(case_id=case_id, occurred_at=now, actor=ROUTING,
-                                                    leader_id=leader, reasons=reasons)], now)
+    return dict(conn.execute(select(lc.c.leader_id, func.count()).where(lc.c.open).group_by(lc.c.leader_id)).all())
+
+
+def _assign_leader(routing: Routing, conn: Connection, case_id: str, reasons: list[str], now: datetime,
+                   lead: str | None, category: str | None) -> None:
+    """领导包案: the leader in charge (分管) of the lead unit or the category, the least loaded
+    (services/routing/leaders.py)."""
+    choice = leaders.choose(routing.directory, _leader_load(conn), lead, category)
+    conn.execute(tables.leader_cases.insert(), {"case_id": case_id, "leader_id": choice.leader, "reasons": reasons,
+                                                "open": True})
+    enqueue(conn, tables.outbox, [ev.LeaderAssigned(
+        case_id=case_id, occurred_at=now, actor=ROUTING, leader_id=choice.leader, reasons=reasons,
+        assigned_by=choice.how, note=choice.note)], now)
+    routing.metrics.leaders.labels(choice.how).inc()
 
 
 def _refuse(routing: Routing, conn: Connection, event: ev.UnitCaseEvent, reason: str, now: datetime) -> None:
@@ -234,14 +289,45 @@ def decide_triage(routing: Routing, case_id: str, unit: str, reason: str, decide
         if item is None:
             raise NotFound(f"case {case_id} is not waiting in triage")
         row = conn.execute(select(tables.cases).where(tables.cases.c.case_id == case_id)).first()
-        accused = domain.accused_units(_facts_of_row(row, row.category), d, routing.config.accusation_words)
-        if unit in accused:
+        if unit in found_of_row(routing, row).accused:
             raise Conflict(f"the case accuses {unit}; it cannot handle it")
         conn.execute(update(t).where(t.c.id == item.id).values(resolved_unit=unit, resolved_by=decided_by,
                                                                resolved_reason=reason, resolved_at=now))
         explanation = Explanation(Decision(unit, (), "triage", reason), row.category or item.suggested_category)
         _assign(routing, conn, case_id, ev.CaseBrief.model_validate(row.brief), explanation, now,
                 ev.Actor(kind="supervisor", id=decided_by), how="triage", lead_only=True, decided_by=decided_by)
+    return why(routing, case_id)
+
+
+def name_leader(routing: Routing, case_id: str, leader_id: str, reason: str, named_by: str) -> dict:
+    """The bureau names the case's lead leader (包案领导) by hand, with a reason: recorded as a
+    ``LeaderAssigned`` (``assigned_by: bureau``, the supervisor as actor); the open case's load moves
+    from the leader it had to this one. A case without a leader gets one (made important by hand)."""
+    d = routing.directory
+    if leader_id not in d.leaders:
+        raise InvalidInput([FieldError("leader_id", f"unknown leader {leader_id!r}", valid=sorted(d.leaders))])
+    now = routing.clock.now()
+    lc, c = tables.leader_cases, tables.cases
+    with routing.uow.begin() as conn:
+        case = conn.execute(select(c.c.brief).where(c.c.case_id == case_id)).first()
+        if case is None:
+            raise NotFound(f"routing has not seen case {case_id}")
+        held = conn.execute(select(lc).where(lc.c.case_id == case_id)).first()
+        if held is not None and not held.open:
+            raise Conflict(f"case {case_id} is closed: its leader stays {held.leader_id}")
+        if held is not None and held.leader_id == leader_id:
+            raise Conflict(f"{leader_id} already leads case {case_id}")
+        if held is None:
+            brief = case.brief
+            reasons = domain.importance({**brief, "repeat": brief.get("repeat_of") is not None})
+            conn.execute(lc.insert(), {"case_id": case_id, "leader_id": leader_id, "reasons": reasons, "open": True})
+        else:
+            reasons = list(held.reasons)
+            conn.execute(update(lc).where(lc.c.case_id == case_id).values(leader_id=leader_id))
+        enqueue(conn, tables.outbox, [ev.LeaderAssigned(
+            case_id=case_id, occurred_at=now, actor=ev.Actor(kind="supervisor", id=named_by), leader_id=leader_id,
+            reasons=reasons, assigned_by="bureau", note=reason, replaces=held.leader_id if held else None)], now)
+    routing.metrics.leaders.labels("bureau").inc()
     return why(routing, case_id)
 
 
@@ -260,12 +346,12 @@ def why(routing: Routing, case_id: str, unit: str | None = None, leader: str | N
         if case is not None and leader is not None and conn.execute(select(lc.c.leader_id).where(
                 lc.c.case_id == case_id)).scalar() != leader:
             case = None
-        accused = domain.accused_units(_facts_of_row(case, case.category), routing.directory,
-                                       routing.config.accusation_words) if case is not None else set()
-        if case is None or (unit is not None and unit in accused):
+        found = found_of_row(routing, case) if case is not None else Finding()
+        if case is None or (unit is not None and unit in found.accused):
             raise NotFound(f"routing has not seen case {case_id}")
         return {
-            "case_id": case_id, "category_filed": case.category, "accused": sorted(accused),
+            "case_id": case_id, "category_filed": case.category, "accused": sorted(found.accused),
+            "misconduct": found.misconduct,
             "assignments": [dict(x._mapping) for x in conn.execute(select(
                 a.c.unit, a.c.role, a.c.review_level, a.c.active, a.c.rule_id, a.c.category, a.c.category_suggested,
                 a.c.confidence, a.c.note, a.c.decided_by, a.c.assigned_at).where(a.c.case_id == case_id)
