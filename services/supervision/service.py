@@ -139,8 +139,7 @@ def refresh(sup: Supervision, conn: Connection, case_id: str) -> domain.CaseStat
             if isinstance(event, NOTIFY_UNITS):
                 _notify_units(conn, state, event, now)
             if isinstance(event, documents.WRITTEN):  # once per event (the documents' event_id key)
-                documents.issue(sup, conn, domain.fold(_upto(events, rows, event), sup.policy, sup.agent_days,
-                                                       _placed_upto(rows, event))[0], event, now)
+                documents.issue(sup, conn, _as_of(sup, events, rows, event), event, now)
     reason = domain.should_close(state, now, sup.policy)
     if reason in domain.CLOSE_AT_ONCE and _once(conn, case_id, "close", _close_key(state), "closed", now):
         _emit(conn, ev.CaseClosed(case_id=case_id, occurred_at=_decided_at(conn, case_id, now), actor=SUPERVISION,
@@ -155,20 +154,13 @@ def _close_key(state: domain.CaseState) -> datetime:
     return state.replied_at or state.decided_at or state.received_at
 
 
-def _upto(events: list[ev.Event], rows: list, event: ev.Event) -> list[ev.Event]:
-    """The case's events up to ``event`` as they count: a written notice states the case as it stood
-    when the notice was issued (the due date an extension set, not a later one)."""
-    mark = domain.happened(_utc(_row_of(rows, event).placed_at), event.type)
-    return [e for e, r in zip(events, rows) if domain.happened(_utc(r.placed_at), e.type) <= mark]
-
-
-def _placed_upto(rows: list, event: ev.Event) -> list[datetime]:
-    mark = domain.happened(_utc(_row_of(rows, event).placed_at), event.type)
-    return [_utc(r.placed_at) for r in rows if domain.happened(_utc(r.placed_at), r.payload["type"]) <= mark]
-
-
-def _row_of(rows: list, event: ev.Event):  # noqa: ANN202
-    return next(r for r in rows if r.event_id == event.event_id)
+def _as_of(sup: Supervision, events: list[ev.Event], rows: list, event: ev.Event) -> domain.CaseState:
+    """The case as it stood when ``event`` happened (its events up to it, as they count): a written
+    notice states that, e.g. the due date an extension set, not a later one."""
+    placed = [_utc(r.placed_at) for r in rows]
+    mark = next(domain.happened(p, e.type) for e, p in zip(events, placed) if e.event_id == event.event_id)
+    upto = [i for i, (e, p) in enumerate(zip(events, placed)) if domain.happened(p, e.type) <= mark]
+    return domain.fold([events[i] for i in upto], sup.policy, sup.agent_days, [placed[i] for i in upto])[0]
 
 
 def _notify_units(conn: Connection, state: domain.CaseState, event: ev.CaseEvent, now: datetime) -> None:
