@@ -314,7 +314,8 @@ class CaseNeedsTriage(CaseEvent):
     reason: Literal["category_unclear", "no_rule", "returned_twice", "accusation_unclear"] = Field(description=(
         "category_unclear: the classifier was unsure; no_rule: no rule names a unit that may take it; "
         "returned_twice: units returned it (退回) too often; accusation_unclear: the text names a unit with an "
-        "accusation word (举报, 投诉, 反映…) but no conduct word, and the clerk did not say whether it accuses it."))
+        "accusation word (举报, 投诉, 反映…) but no conduct word, or names the unit that would be given it with a "
+        "word that hints at an accusation (亲戚, 私下…), and the clerk did not say whether it accuses it."))
     detail: str = Field("", description="More detail, in words.")
     returned_by: list[Code] = Field([], description="The units that returned it (退回).")
     suggested_category: Code | None = Field(None, description="The classifier's best guess, if any.")

@@ -56,6 +56,9 @@ class ClassifierSettings(_Model):
 
     min_confidence: float = Field(0.6, gt=0, le=1)  # below it, the case goes to triage instead
     min_hits: int = Field(1, ge=1)
+    # A case that names the unit it would go to, unasked whether it accuses it, goes to a clerk when
+    # the accusation model finds it at least this likely an accusation (services/routing/classifier.py).
+    accusation_threshold: float = Field(0.5, gt=0, le=1)
 
 
 Word = Annotated[str, Field(min_length=1, max_length=20)]
@@ -90,6 +93,10 @@ class Accusations(_Model):
     # Village cadres (村干部, 村支书…): the case's township answers for them (or the township of the
     # village named right before: 柏树村书记).
     township_official_words: list[Word] = ["村干部", "村支书", "村书记", "村主任"]
+    # Words that hint at an accusation without saying it (亲戚, 私下, 懂规矩, 压着…): when the text names
+    # as an actor a unit that would be given the case, and the clerk did not say whether it accuses it,
+    # a clerk decides (triage ``accusation_unclear``): an unspoken accusation must not reach the accused.
+    suspicion_words: list[Word] = ["亲戚", "私下", "懂规矩", "压着", "自己人"]
     # Others whose conduct is their own, never a unit's (商家, 老板, 邻居…).
     party_words: list[Word] = ["商家", "老板", "邻居"]
     # How a text names its own township's government without its name (镇政府, 乡干部…).

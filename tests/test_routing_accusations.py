@@ -13,8 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 
-from services.routing import accusations, domain
+from services.routing import accusations, domain, evaluate, service
 from services.routing.accusations import unit_names
+from services.routing.service import Routing
 from shared import events as ev
 from shared.directory import ConfigError, load_directory
 from shared.rules import Accusations, load_routing
@@ -282,3 +283,54 @@ def test_an_accused_unit_is_never_given_the_case_when_it_is_routed_again_nor_by_
     refused = routing.post(f"/api/v1/triage/{number}/decision", json={"unit": "forestry", "reason": "x"})
     assert refused.status_code == 409 and "accuses forestry" in refused.json()["message"]
     assert "forestry" not in {e.unit for e in assigned(settings, [intake_db, routing_db], number)}
+
+
+# --- hints: an accusation left unsaid ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Routing:
+    return evaluate.offline(Settings(data_dir=tmp_path_factory.mktemp("var")))
+
+
+def explained(routing: Routing, text: str, category: str | None, answer: bool | None = None,
+              township: str = "xishan") -> domain.Explanation:
+    title, _, content = text.partition("|")
+    return service.explain(routing, domain.CaseFacts("walk_in", township, category, title, content,
+                                                     accuses_unit=answer))
+
+
+@pytest.mark.parametrize("text, category, unit", [
+    ("采伐证一直压着|林业站的老周说今年指标紧，叫我晚上去他家坐一坐，我没去，到现在还压着", "logging_permit", "forestry"),
+    ("农机补贴|农机补贴排了一年，排在后面的都拿到了，那几家都有人在农业局上班", "agri_subsidy", "agri"),
+    ("做B超|卫生院做B超，不塞钱就排到下个月", "medical_dispute", "health"),  # a threat: 不塞钱就… is no denial
+    ("笔录变了|跟人打了一架，签过字的笔录后来变了样，听说对方跟所长走得很近", "public_order", "police"),  # 所长: no unit named
+])
+def test_a_hint_of_accusation_against_the_unit_that_would_be_given_the_case_keeps_it_away(
+        offline: Routing, text: str, category: str, unit: str) -> None:
+    kept = explained(offline, text, category)
+    assert kept.decision.lead != unit and unit not in kept.decision.co, text
+    assert kept.decision.lead == "discipline" or kept.triage_reason == "accusation_unclear", text
+    # the clerk answered that it accuses no one: the unit handles it
+    assert explained(offline, text, category, answer=False).decision.lead == unit
+
+
+def test_a_hint_about_a_unit_named_as_a_place_or_not_given_the_case_routes_as_usual(offline: Routing) -> None:
+    text = "邻居占路|邻居仗着亲戚多，砌墙占了我家出门的路，我在林业站门口碰到他还骂我"
+    assert explained(offline, text, "neighbor_dispute").decision.lead == "xishan"
+    text = "工钱|老板欠了三个月工钱，他亲戚在林业站上班，说我们告也没用"  # forestry would not be given it
+    assert explained(offline, text, "wage_arrears").decision.lead == "hrss"
+
+
+def test_a_text_the_accusation_model_finds_likely_an_accusation_goes_to_a_clerk_when_it_names_the_handler(
+        offline: Routing) -> None:
+    text = "劳动监察|去劳动监察大队反映老板欠薪，来了两个人，中午跟老板在馆子里吃了一顿，回来就说老板困难，叫我们等"
+    likely = offline.classifier.accusation_probability(*text.split("|"))
+    assert likely > offline.classifier.accusation_probability("老板不给钱", "在工地干了三个月活，包工头跑了")
+
+    def at(threshold: float) -> domain.Explanation:
+        settings = offline.config.classifier.model_copy(update={"accusation_threshold": threshold})
+        routing = Routing(**{**offline.__dict__, "config": offline.config.model_copy(update={"classifier": settings})})
+        return explained(routing, text, "wage_arrears")
+    asked = at(max(likely - 0.01, 0.001))
+    assert asked.triage_reason == "accusation_unclear" and "likely an accusation" in asked.decision.note
+    assert at(min(likely + 0.01, 1.0)).decision.lead == "hrss"

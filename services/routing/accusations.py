@@ -27,7 +27,10 @@ Reading a text, left to right, longest word first (村干部 before 干部), wor
   parties, the commission and the unit asked to act (要求市场监管局查处) passed over;
 - a unit named right after an accusation word (举报, 投诉, 反映…), not as a place or a hearer and
   accused of no conduct, is *unclear*: the clerk decides (triage ``accusation_unclear``) unless the
-  clerk answered ``accuses_unit`` at intake.
+  clerk answered ``accuses_unit`` at intake;
+- a unit named as an actor (or one of its people), in a text with a word that hints at an accusation
+  without saying it (亲戚, 私下, 懂规矩, 压着…: ``suspicion_words``), is *suspected*: should routing give
+  it the case, a clerk decides instead (triage ``accusation_unclear``), unless the clerk answered.
 """
 from __future__ import annotations
 
@@ -41,16 +44,24 @@ from shared.rules import Accusations
 
 MISCONDUCT = "misconduct"  # the rule id of a 检举控告 routed to the discipline commission
 OWN = "$township"  # the case's own township
+ANY = "*"  # suspected: whichever unit would be given the case (an official of no unit named)
 
 # A unit named after one of these is the one the resident turned to (who hears the complaint) …
 HEARER_BEFORE = ("向", "到", "去", "来", "找", "给", "跟", "对", "请", "求", "要求", "希望", "恳请", "请求", "由", "让",
                  "叫", "经", "告诉", "交给", "交到", "打电话给", "打到", "报到", "问过", "问了", "问")
+# … and of those, the one asked to act (请镇里催一下), never suspected of what the text hints at.
+ASKED_BEFORE = ("请", "求", "要求", "希望", "恳请", "请求", "由", "让", "叫")
+HEARERS = ("hearer", "asked")
 # … or the place where something happened.
 PLACE_BEFORE = ("在", "从", "路过", "经过", "住在", "住")
 PLACE_AFTER = ("门口", "旁边", "附近", "对面", "隔壁", "楼下", "楼上", "后面", "前面", "边上", "那边", "大院", "院子",
                "一带", "周边", "斜对面")
-# A conduct word right after one of these is denied (不要钱, 没收一分钱): not counted.
+# A conduct word right after one of these is denied (不要钱, 没收一分钱): not counted, unless a threat
+# follows (不塞钱就排到下个月).
 NEGATION = ("不", "没", "未", "别", "无")
+THREAT_AFTER = ("就", "的话")
+# A unit named before one of these is where someone works (家长都在教育局上班): its people, a hint.
+INSIDER_AFTER = ("上班", "工作")
 # Read as one word, so that no conduct word is found inside them (好好处理 is not 好处).
 MASKS = ("好好处理", "好处理", "好处置", "没关系", "有关系的话")
 # A sentence ends; a clause ends (a sentence's part between commas).
@@ -77,7 +88,7 @@ class Token:
     end: int
     sentence: int
     clause: int
-    role: str = ""  # a unit's: actor, hearer or place
+    role: str = ""  # a unit's: actor, hearer, asked (to act), place or insider (where someone works: 在教育局上班)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,9 @@ class Finding:
     accused: frozenset[str] = frozenset()
     misconduct: bool = False  # 检举控告: an accused unit's officials' misconduct (a conduct word)
     unclear: tuple[str, ...] = ()  # named with an accusation word and no conduct: the clerk decides
+    suspected: tuple[str, ...] = ()  # named as actors in a text with a hint of accusation: never given it unasked
+    actors: tuple[str, ...] = ()  # every unit named as an actor (ANY: an official of none), the clerk not asked
+    hints: tuple[str, ...] = ()  # those hints (suspicion words)
     conduct: tuple[str, ...] = ()  # the conduct words the accusation rests on
     by_text: tuple[str, ...] = ()  # the accused units the text names with a conduct word
     names: dict[str, str] = field(default_factory=dict)  # code → how the text named it
@@ -100,6 +114,13 @@ class Finding:
         named = ", ".join(f"{c} ({self.names.get(c) or directory.units[c].name})" for c in self.unclear)
         return (f"the text names {named} with an accusation word (举报/投诉/反映…) but no conduct word: is the case "
                 f"an accusation against it? Never give it to a unit it accuses")
+
+    def suspicion_detail(self, units: list[str], directory: Directory, likelihood: float | None = None) -> str:
+        named = ", ".join(f"{c} ({self.names.get(c) or directory.units[c].name})" for c in units)
+        why = [f"words that hint at an accusation ({'、'.join(self.hints)})"] if self.hints else []
+        why += [f"a text the classifier finds likely an accusation ({likelihood})"] if likelihood is not None else []
+        return (f"the text names {named}, which would be given the case, with {' and '.join(why)}: is the case an "
+                f"accusation against it? Never give it to a unit it accuses")
 
 
 class Lexicon:
@@ -122,7 +143,8 @@ class Lexicon:
                             ("bribe", config.bribe_words), ("demand", config.demand_words),
                             ("accusation", config.accusation_words), ("official", config.official_words),
                             ("unit_people", config.unit_people_words),
-                            ("township_official", config.township_official_words), ("party", config.party_words)):
+                            ("township_official", config.township_official_words), ("party", config.party_words),
+                            ("suspicion", config.suspicion_words)):
             for w in words:
                 self.words.setdefault(w, Word(w, kind))
         self.longest = max(map(len, self.words), default=1)
@@ -144,7 +166,8 @@ class Lexicon:
             for n in range(min(self.longest, len(text) - i), 0, -1):
                 word = self.words.get(text[i:i + n])
                 if word is not None:
-                    if not (word.kind in ("conduct", "bribe", "demand") and text[max(0, i - 1):i] in NEGATION):
+                    denied = text[max(0, i - 1):i] in NEGATION and not text.startswith(THREAT_AFTER, i + n)
+                    if not (word.kind in ("conduct", "bribe", "demand") and denied):
                         tokens.append(Token(word, i, i + n, sentence, clause))
                     i += n
                     break
@@ -157,10 +180,12 @@ def _with_role(token: Token, text: str) -> Token:
     if token.word.kind != "unit":
         return token
     before, after = text[max(0, token.start - 5):token.start], text[token.end:token.end + 3]
-    if any(after.startswith(w) for w in PLACE_AFTER) or any(before.endswith(w) for w in PLACE_BEFORE):
+    if after.startswith(INSIDER_AFTER):
+        role = "insider"
+    elif any(after.startswith(w) for w in PLACE_AFTER) or any(before.endswith(w) for w in PLACE_BEFORE):
         role = "place"
     elif any(before.endswith(w) for w in HEARER_BEFORE):
-        role = "hearer"
+        role = "asked" if any(before.endswith(w) for w in ASKED_BEFORE) else "hearer"
     else:
         role = "actor"
     return Token(token.word, token.start, token.end, token.sentence, token.clause, role)
@@ -201,13 +226,15 @@ class Reading:
     unclear: list[str]  # units named right after an accusation word, as actors
     loose_conduct: list[str]  # conduct words of an official of no unit named, or of no actor at all
     names: dict[str, str]
+    actors: list[str]  # units named as actors, or whose people are named, in the text's order
+    hints: list[str]  # the words that hint at an accusation (suspicion words)
 
 
 class _Text:
     """A text's tokens, and whose each official is."""
 
-    def __init__(self, tokens: list[Token], township: str, commission: str | None) -> None:
-        self.tokens, self.township, self.commission = tokens, township, commission
+    def __init__(self, tokens: list[Token], township: str, commission: str | None, text: str = "") -> None:
+        self.tokens, self.township, self.commission, self.text = tokens, township, commission, text
         self.owner: dict[int, str | None] = {}  # an official's token → its unit: the last one named
         last: str | None = None  # the last unit, township or village named
         last_unit: Token | None = None  # the last unit named
@@ -225,6 +252,10 @@ class _Text:
             elif t.word.kind == "township_official":
                 self.owner[i] = last if i and tokens[i - 1].word.kind == "village" and \
                     tokens[i - 1].end == t.start else township
+
+    def addressed(self, t: Token) -> bool:
+        """领导你好: the reader, not an actor."""
+        return self.text.startswith(("你好", "您好", "们好"), t.end)
 
     def code(self, t: Token) -> str:
         return self.township if t.word.code == OWN else t.word.code
@@ -247,7 +278,7 @@ class _Text:
                 continue  # a bribe's giver, or a party a demand is not about
             if u.word.kind != "unit" or u.role == "place":
                 continue
-            if kind == "demand" and (self.code(u) == self.commission or (u.role == "hearer" and j == i - 1)):
+            if kind == "demand" and (self.code(u) == self.commission or (u.role in HEARERS and j == i - 1)):
                 continue  # 请纪委查处, 要求市场监管局查处: the one asked to act
             if u.role == "actor" or kind != "conduct":
                 return self.code(u)
@@ -261,7 +292,8 @@ class _Text:
 
 def read(title: str, content: str, township: str, lex: Lexicon, commission: str | None = None) -> Reading:
     """Read a case's title and content (one text, the title its first sentence)."""
-    text = _Text(lex.scan(f"{title}。{content}"), township, commission)
+    whole = f"{title}。{content}"
+    text = _Text(lex.scan(whole), township, commission, whole)
     tokens = text.tokens
     accused: dict[str, list[str]] = {}
     loose: list[str] = []
@@ -287,7 +319,16 @@ def read(title: str, content: str, township: str, lex: Lexicon, commission: str 
                 if u.role == "actor" and text.code(u) not in unclear:
                     unclear.append(text.code(u))
                 break
-    return Reading(accused, [u for u in unclear if u not in accused], loose, names)
+    # Who may be meant by a hint: units named as actors or as where someone works, and units whose
+    # people are named; a hint: a suspicion word, someone working at a unit, a conduct word of no one.
+    # An official of no unit named (所长, 站里的人) may be of the unit that would handle it: ANY.
+    actors = [text.code(t) if t.word.kind == "unit" else text.owner[i] or ANY for i, t in enumerate(tokens)
+              if (t.word.kind == "unit" and t.role in ("actor", "hearer", "insider"))
+              or (t.word.kind == "official" and not text.addressed(t)) or (t.word.kind in PEOPLE and text.owner.get(i))]
+    hints = [t.word.text for t in tokens if t.word.kind in ("suspicion", *ACTS)]
+    hints += [f"在{t.word.text}{INSIDER_AFTER[0]}" for t in tokens if t.role == "insider"] + loose
+    return Reading(accused, [u for u in unclear if u not in accused], loose_conduct=loose, names=names,
+                   actors=list(dict.fromkeys(actors)), hints=list(dict.fromkeys(hints)))
 
 
 def assess(title: str, content: str, township: str, marked: frozenset[str] | set[str], answer: bool | None,
@@ -310,17 +351,22 @@ def assess(title: str, content: str, township: str, marked: frozenset[str] | set
     by_text = {u for u in r.accused if u in directory.units}
     accused = set(marked) | by_text
     unclear: list[str] = []
+    suspected: list[str] = []
+    actors: list[str] = []
     if answer is True:
         accused |= set(r.unclear)
         if not accused:
             accused = {u for u in r.names if u in directory.units and u != commission}
     elif not marked:
         unclear = [u for u in r.unclear if u not in accused and u in directory.units]
+        actors = [u for u in r.actors if u == ANY or (u not in accused and u in directory.units and u != commission)]
+        suspected = actors if r.hints else []
     conduct = [w for u in sorted(accused) for w in r.accused.get(u, [])]
     if marked or answer is True:
         conduct += r.loose_conduct
     return Finding(accused=frozenset(accused), misconduct=bool(accused) and bool(conduct),
-                   unclear=tuple(unclear), conduct=tuple(dict.fromkeys(conduct)), by_text=tuple(sorted(by_text)),
+                   unclear=tuple(unclear), suspected=tuple(suspected), actors=tuple(actors), hints=tuple(r.hints) if suspected else (),
+                   conduct=tuple(dict.fromkeys(conduct)), by_text=tuple(sorted(by_text)),
                    names=dict(r.names))
 
 

@@ -1,4 +1,4 @@
-"""``xinfang routing evaluate FILE`` and ``xinfang routing retrain``."""
+"""``xinfang routing evaluate FILE``, ``xinfang routing fit`` and ``xinfang routing retrain``."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--json", type=Path, help="also write the figures here as JSON")
     evaluate.add_argument("--cv", type=int, default=0, metavar="K",
                           help="cross-validate: each of K folds by a model of the file's other folds only")
+    cmds.add_parser("fit", help="fit the shipped corpus's calibration and record it (corpus/fitted.json), so that "
+                                "routing starts without fitting it; run it after changing the corpus or keywords")
     retrain = cmds.add_parser("retrain", help="rebuild the examples the classifier learns from (the clerks' triage "
                                               "decisions, approved objections) from the stream")
     retrain.add_argument("--creds", type=Path, help="NATS credentials that may read the stream (default "
@@ -40,6 +42,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             args.json.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
             print(f"written to {args.json}")
+        return 0
+    if args.routing_command == "fit":
+        from services.routing import classifier
+        from shared.directory import load_directory
+
+        with classifier._FITTED_LOCK:
+            classifier._FITTED.clear()
+        fitted = classifier.Classifier(load_directory(settings.config_dir), settings.data_dir / "cache" / "jieba",
+                                       fitted=None)
+        record = classifier.record_fit(fitted)
+        print(f"{classifier.FITTED}: {record['examples']} examples, temperature {record['beta']}, "
+              f"accusation temperature {record['accusation_beta']}")
         return 0
     result = asyncio.run(retrain(settings, args.creds))
     print(f"read {result['events']} events of the stream: {result['examples']} examples "

@@ -153,7 +153,8 @@ def run(settings: Settings, path: Path, cv: int = 0) -> dict:
         outcomes = [decide(routing, e) for e in examples]
     else:
         outcomes = []
-        labelled = [(e, Example(e["title"], e.get("content") or "", e["category"])) for e in examples]
+        labelled = [(e, Example(e["title"], e.get("content") or "", e["category"], accuses=bool(e.get("accused_unit"))))
+                    for e in examples]
         for fold in range(cv):
             rest = [x for e, x in labelled if fold_of(x, cv) != fold]
             routing = offline(settings, rest)

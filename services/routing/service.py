@@ -164,8 +164,27 @@ def explain(routing: Routing, facts: CaseFacts, earlier_lead: str | None = None,
     facts = replace(facts, category=category)
     decision = domain.route(facts, routing.config, routing.directory, excluded=set(excluded), accused=accused,
                             preferred_lead=earlier_lead)
+    suspected, likelihood = _suspected(routing, facts, found, decision)
+    if suspected:  # the unit it would go to is named in what may be an accusation: a clerk decides
+        return Explanation(Decision(None, note=found.suspicion_detail(suspected, routing.directory, likelihood)),
+                           category, suggested, confidence, sorted(accused), "accusation_unclear")
     return Explanation(decision, category, suggested, confidence, sorted(accused),
                        None if decision.lead else "no_rule")
+
+
+def _suspected(routing: Routing, facts: CaseFacts, found: Finding, decision: domain.Decision) -> tuple[list, float | None]:
+    """The units that would be given the case and that the text names where it may accuse them, unasked:
+    with a hint word (found.suspected), or in a text the accusation model finds likely an accusation."""
+    suspects = set(found.suspected)
+    likelihood = None
+    if found.actors:
+        likelihood = routing.classifier.accusation_probability(facts.title, facts.content)
+        if likelihood >= routing.config.classifier.accusation_threshold:
+            suspects |= set(found.actors)
+        else:
+            likelihood = None
+    handlers = [u for u in (decision.lead, *decision.co) if u]
+    return [u for u in handlers if u in suspects or accusations.ANY in suspects], likelihood
 
 
 def _facts(case: ev.CaseReceived) -> CaseFacts:
