@@ -59,6 +59,9 @@ class ClassifierSettings(_Model):
     # A case that names the unit it would go to, unasked whether it accuses it, goes to a clerk when
     # the accusation model finds it at least this likely an accusation (services/routing/classifier.py).
     accusation_threshold: float = Field(0.5, gt=0, le=1)
+    # ... and is taken for a 检举控告 of that unit, to the discipline commission, when the model finds it
+    # at least this likely an accusation (1: never; the clerk decides every such case).
+    commission_threshold: float = Field(1.0, gt=0, le=1)
 
 
 Word = Annotated[str, Field(min_length=1, max_length=20)]

@@ -327,10 +327,29 @@ def test_a_text_the_accusation_model_finds_likely_an_accusation_goes_to_a_clerk_
     likely = offline.classifier.accusation_probability(*text.split("|"))
     assert likely > offline.classifier.accusation_probability("老板不给钱", "在工地干了三个月活，包工头跑了")
 
-    def at(threshold: float) -> domain.Explanation:
-        settings = offline.config.classifier.model_copy(update={"accusation_threshold": threshold})
+    def at(threshold: float, commission: float = 1.0) -> domain.Explanation:
+        settings = offline.config.classifier.model_copy(update={"accusation_threshold": threshold,
+                                                                "commission_threshold": commission})
         routing = Routing(**{**offline.__dict__, "config": offline.config.model_copy(update={"classifier": settings})})
         return explained(routing, text, "wage_arrears")
     asked = at(max(likely - 0.01, 0.001))
     assert asked.triage_reason == "accusation_unclear" and "likely an accusation" in asked.decision.note
     assert at(min(likely + 0.01, 1.0)).decision.lead == "hrss"
+    # likelier than the commission's threshold: a 检举控告 of the unit it would have gone to
+    taken = at(0.001, max(likely - 0.01, 0.001))
+    assert (taken.decision.lead, taken.decision.rule_id, taken.accused) == ("discipline", "misconduct", ["hrss"])
+    assert "likely" in taken.decision.note
+
+
+def test_a_likely_accusation_of_the_unit_it_would_go_to_goes_to_the_commission_and_the_unit_never_sees_it(
+        intake: TestClient, routing: TestClient, settings: Settings, intake_db: Engine, routing_db: Engine,
+        token: Callable[..., dict]) -> None:
+    # no conduct word: the accusation model reads it (routing.yaml classifier.commission_threshold)
+    number = submit(intake, category="wage_arrears", title="劳动监察",
+                    content="去劳动监察大队反映老板欠薪，来了两个人，中午跟老板在馆子里吃了一顿，回来就说老板困难，叫我们等")
+    events = assigned(settings, [intake_db, routing_db], number)
+    assert [(e.unit, e.role, e.rule_id) for e in events] == [("discipline", "lead", "misconduct")]
+    why = routed(routing, number)
+    assert (why["accused"], why["misconduct"], why["triage"]) == (["hrss"], True, [])  # kept with the case
+    assert routing.get(f"/api/v1/routing/{number}", headers=token("unit", unit="hrss")).status_code == 404
+    assert ask_routing(settings, "hrss", number).error == "not_assigned"

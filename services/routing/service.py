@@ -72,12 +72,14 @@ def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
     brief = ev.CaseBrief.of(case)
     facts = _facts(case)
     found = _finding(routing, facts)  # decided once, here: kept with the case (cases.accused)
+    earlier_lead = _lead_of(conn, case.repeat_of) if case.repeat_of else None
+    explanation = explain(routing, facts, earlier_lead, found=found)
+    if set(explanation.accused) - found.accused:  # taken for a 检举控告 of the unit it would have gone to
+        found = replace(found, accused=frozenset(explanation.accused), misconduct=True)
     conn.execute(tables.cases.insert(), {
         "case_id": case.case_id, "channel": case.channel, "township": case.township, "category": case.category,
         "accused": _stored(found, case), "repeat_of": case.repeat_of, "brief": brief.model_dump(mode="json"),
         "received_at": case.occurred_at})
-    earlier_lead = _lead_of(conn, case.repeat_of) if case.repeat_of else None
-    explanation = explain(routing, facts, earlier_lead, found=found)
     if explanation.triage_reason:
         _to_triage(routing, conn, case.case_id, explanation.triage_reason, explanation.decision.note, now,
                    explanation.category, explanation.confidence)
@@ -165,6 +167,14 @@ def explain(routing: Routing, facts: CaseFacts, earlier_lead: str | None = None,
     decision = domain.route(facts, routing.config, routing.directory, excluded=set(excluded), accused=accused,
                             preferred_lead=earlier_lead)
     suspected, likelihood = _suspected(routing, facts, found, decision)
+    if suspected and likelihood is not None and likelihood >= routing.config.classifier.commission_threshold:
+        # so likely an accusation of the unit it would go to that it is one: 检举控告, to the commission
+        taken = replace(found, accused=found.accused | set(suspected), misconduct=True)
+        commission = accusations.to_commission(taken, routing.directory, routing.config.accusations,
+                                               barred | set(suspected))
+        if commission is not None:
+            note = f"{taken.note(routing.directory)}; the accusation model finds it likely ({likelihood})"
+            return Explanation(replace(commission, note=note), facts.category, accused=sorted(taken.accused))
     if suspected:  # the unit it would go to is named in what may be an accusation: a clerk decides
         return Explanation(Decision(None, note=found.suspicion_detail(suspected, routing.directory, likelihood)),
                            category, suggested, confidence, sorted(accused), "accusation_unclear")
