@@ -141,9 +141,13 @@ def test_every_figure_equals_the_scripts_own_count(scoring: TestClient, settings
 
     by_id = {p.case_id: p for p in history.cases}
     want = set()
-    for p in c2026:
+    for p in c2026:  # each breach charged to the unit responsible then (the script's lead handles after objections)
         if p.escalated_overdue:
             want.add(("overdue_past_escalation", p.lead, p.case_id))
+        want |= {("overdue_past_escalation", r.reviewer, p.case_id) for r in p.reviews if r.escalated}
+        if p.sign_overdue:
+            want.add(("sign_overdue", p.lead, p.case_id))
+        want |= {("objection_rejected", o.unit, p.case_id) for o in p.objections if not o.approved}
         earlier = by_id.get(p.repeat_of)
         if earlier is not None and p.collective and not earlier.closed:
             want.add(("collective_from_unresolved_case", earlier.lead, p.case_id))
@@ -152,6 +156,8 @@ def test_every_figure_equals_the_scripts_own_count(scoring: TestClient, settings
     got = {(b["breach"], b["unit"], c) for b in report["accountability"] for c in b["cases"]}
     assert got == want and want
     assert all(b["principal_leader"]["name"] and b["leader_in_charge"]["name"] for b in report["accountability"])
+    consequences = load_weights(REPO_ROOT / "deploy" / "config").consequences
+    assert all(b["consequence"] == consequences[b["breach"]] for b in report["accountability"])
 
 
 def independent_score(figs: dict, weights) -> float:  # noqa: ANN001
@@ -162,23 +168,47 @@ def independent_score(figs: dict, weights) -> float:  # noqa: ANN001
             continue
         if m.metric.endswith("_rate"):
             score -= min(m.cap, max(0.0, m.target - value) * m.weight)
+        elif m.direction == "more_is_better":
+            score += min(m.cap, value * m.weight)
         else:
             score -= min(m.cap, value * m.weight)
     return round(score, 2)
 
 
+def charged_to(unit: str, history: History) -> dict:
+    """What the script charged to ``unit`` in 2026, on any case: its lead's overdue and escalations
+    (the script's lead handles the case after the objections), its rejected objections, its late
+    reviews, the escalated and collective petitions of its area."""
+    c = [p for p in history.cases if p.received.year == 2026]
+    return {"ever_overdue": sum(p.lead == unit and (p.sign_overdue or p.accept_overdue or p.reply_overdue) for p in c),
+            "escalated_overdue": sum((p.lead == unit and p.escalated_overdue)
+                                     or any(r.escalated and r.reviewer == unit for r in p.reviews) for p in c),
+            "objections_rejected": sum(o.unit == unit and not o.approved for p in c for o in p.objections),
+            "review_overdue": sum(any(r.overdue and r.reviewer == unit for r in p.reviews) for p in c),
+            "escalated_from_area": sum(p.escalated and p.township == unit for p in c),
+            "collective_from_area": sum(p.collective and p.township == unit for p in c)}
+
+
 def check_scorecards(report: dict, history: History, weights) -> None:  # noqa: ANN001
-    """Townships, and departments with the bureau's offices, each ranked; the governments that answer
-    reviews (county_gov, city_gov) are never scored."""
-    for group, kind in (("townships", {"township"}), ("departments", {"department", "office"})):
+    """Townships, and departments, each ranked when they have enough cases; the supervising bodies
+    (offices) listed unranked; the governments that answer reviews (county_gov, city_gov) never scored."""
+    for group, kind in (("townships", {"township"}), ("departments", {"department"})):
         cards = report["scorecards"][group]
         assert {c["unit"] for c in cards} == {u for u, x in DIRECTORY.units.items() if x.kind in kind}
         assert not {"county_gov", "city_gov"} & {c["unit"] for c in cards}
         for card in cards:
-            assert card["score"] == independent_score(expected([p for p in history.cases if p.lead == card["unit"]]),
-                                                      weights)
-            better = [c for c in cards if c["score"] > card["score"]]
+            figs = {**expected([p for p in history.cases if p.lead == card["unit"]]),
+                    **charged_to(card["unit"], history)}
+            assert card["figures"] == figs
+            assert card["score"] == independent_score(figs, weights)
+            if figs["received"] < weights.min_cases:
+                assert (card["band"], card["rank"]) == (None, None)
+                continue
+            better = [c for c in cards if c["band"] is not None and c["score"] > card["score"]]
             assert card["rank"] == len(better) + 1
+    supervising = report["scorecards"]["supervising"]
+    assert {c["unit"] for c in supervising} == {u for u, x in DIRECTORY.units.items() if x.kind == "office"}
+    assert all(c["rank"] is None and c["band"] is None for c in supervising)
 
 
 def test_scorecards_follow_the_weights_file_and_change_with_it(
@@ -250,7 +280,7 @@ def test_the_narrative_csv_and_xlsx_agree_with_the_json(scoring: TestClient, set
     sheet = {r[0]: r[1] for r in book["概况"].iter_rows(min_row=2, values_only=True)}
     assert sheet == f
     cards = {r[0]: r[2] for r in book["考核"].iter_rows(min_row=2, values_only=True)}
-    assert cards[first["unit"]] == first["score"]
+    assert cards[first["unit_name"]] == first["score"]  # by the unit's name, as the bureau reads it
     assert book["报告"]["A1"].value == text
     assert re.search(r"\d", scoring.get("/api/v1/reports/2026/report.md").text)
 
@@ -267,5 +297,8 @@ def test_closing_a_period_freezes_its_figures_and_publishes_the_scorecards(
     assert scoring.post("/api/v1/periods/2026/close", json={"closed_by": "dbk01"}).status_code == 409
     wait_until(lambda: read_subject(settings.nats_url, "scoring.period_closed") != [], what="ScorecardsPublished")
     [(_, published)] = read_subject(settings.nats_url, "scoring.period_closed")
-    scored = [u for u, x in DIRECTORY.units.items() if x.kind != "government"]
+    # the units ranked: neither a supervising body nor a unit with fewer cases than min_cases
+    scored = [c["unit"] for group in ("townships", "departments") for c in closed.json()["scorecards"][group]
+              if c["rank"] is not None]
+    assert scored and not {"supervision_office", "discipline"} & set(scored)
     assert published.period == "2026" and sorted(s.unit for s in published.scores) == sorted(scored)

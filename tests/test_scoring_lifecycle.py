@@ -282,7 +282,11 @@ def test_a_reviews_overdue_is_the_reviewing_bodys_and_not_the_lead_units() -> No
     assert (figs["ever_overdue"], figs["open_overdue"], figs["escalated_overdue"]) == (0, 0, 0)
     assert figs["review_overdue"] == 1
     assert (figs["closed"], figs["closed_on_time"]) == (1, 1)
-    assert domain.accountability([facts], {}, DIRECTORY) == []  # the lead unit answers for none of it
+    # the lead unit answers for none of it; the reviewing body for its own escalated lateness
+    assert [(b["breach"], b["unit"]) for b in domain.accountability([facts], {}, DIRECTORY)] == [
+        ("overdue_past_escalation", "county_gov")]
+    assert domain.charged([facts], "forestry")["ever_overdue"] == 0
+    assert domain.charged([facts], "county_gov")["review_overdue"] == 1
 
 
 # --- against a real nats-server ----------------------------------------------------------------
@@ -434,3 +438,63 @@ def test_a_rebuild_from_a_stream_with_refused_forged_and_invalid_events_gives_th
     with TestClient(create_app(settings), headers=auth) as rebuilt:
         after = {p: rebuilt.get(f"/api/v1/reports/{p}").json() for p in periods}
     assert after == before
+
+
+# --- responsibility: each breach charged to the unit responsible at the time --------------------
+
+def overdue(case_id: str, code: str, kind: str, at: datetime) -> ev.CaseOverdue:
+    return ev.CaseOverdue(case_id=case_id, occurred_at=at, actor=SUPERVISION, unit=code, due_kind=kind, due_at=at)
+
+
+def escalation(case_id: str, code: str, kind: str, at: datetime) -> ev.CaseEscalated:
+    return ev.CaseEscalated(case_id=case_id, occurred_at=at, actor=SUPERVISION, unit=code, due_kind=kind, due_at=at)
+
+
+def test_each_breach_is_charged_to_the_unit_responsible_when_it_happened_and_the_consequence_is_named() -> None:
+    from shared.scoring_weights import load_weights
+
+    weights = load_weights(CONFIG)
+    t = NOW - timedelta(days=40)
+    # natres lets its sign-for lapse, then hands the case back with approval: it moved on, natres still pays
+    lapsed = receipt("QS-2026-000301", t, category="land_resources")
+    lapsed_events = [lapsed, assignment(lapsed, "natres", t + timedelta(hours=1)),
+                     overdue(lapsed.case_id, "natres", "sign", t + timedelta(days=2)),
+                     objection(lapsed.case_id, "natres", t + timedelta(days=2, hours=1)),
+                     decided(lapsed.case_id, "natres", t + timedelta(days=2, hours=2), approved=True),
+                     *handled_by(lapsed, "forestry", t + timedelta(days=2, hours=2))[1:],
+                     opinion(lapsed.case_id, "forestry", t + timedelta(days=10))]
+    # hrss hands a case back and the bureau rejects it (错退); hrss then misses its opinion, escalated
+    handed = receipt("QS-2026-000302", t, category="wage_arrears")
+    handed_events = [handed, assignment(handed, "hrss", t + timedelta(hours=1)),
+                     sign(handed.case_id, "hrss", t + timedelta(hours=2)),
+                     objection(handed.case_id, "hrss", t + timedelta(hours=3)),
+                     decided(handed.case_id, "hrss", t + timedelta(hours=4), approved=False),
+                     accept(handed.case_id, "hrss", t + timedelta(hours=5)),
+                     overdue(handed.case_id, "hrss", "reply", t + timedelta(days=30)),
+                     escalation(handed.case_id, "hrss", "reply", t + timedelta(days=35))]
+    # forestry concludes two long-standing cases (积案化解): points added
+    backlog = [receipt(f"QS-2026-00031{i}", t, backlog=True) for i in (1, 2)]
+    backlog_events = [[*handled_by(c, "forestry", t), opinion(c.case_id, "forestry", t + timedelta(days=5))]
+                      for c in backlog]
+    facts = [counted(*lapsed_events), counted(*handed_events), *(counted(*e) for e in backlog_events)]
+    assert facts[0].lead_unit == "forestry" and facts[0].charges == [["sign_overdue", "natres"]]
+
+    natres = domain.unit_figures("natres", [f for f in facts if f.lead_unit == "natres"], facts)
+    forestry = domain.unit_figures("forestry", [f for f in facts if f.lead_unit == "forestry"], facts)
+    hrss = domain.unit_figures("hrss", [f for f in facts if f.lead_unit == "hrss"], facts)
+    assert (natres["received"], natres["ever_overdue"]) == (0, 1)  # leads nothing, pays for its lapse
+    assert (forestry["ever_overdue"], forestry["backlog_resolved"]) == (0, 2)
+    assert (hrss["ever_overdue"], hrss["escalated_overdue"], hrss["objections_rejected"]) == (1, 1, 1)
+
+    card = domain.scorecard("forestry", forestry, weights)
+    assert card["additions"] == [{"metric": "backlog_resolved", "value": "2", "points": 2.0}]
+    assert card["score"] == weights.base + 2 and card["band"] == "优秀" and card["consequence"] == "通报表扬"
+    few = domain.scorecard("natres", natres, weights)  # fewer cases than min_cases: judged on nothing
+    assert (few["band"], few["consequence"]) == (None, "") and few["deductions"]
+    assert [c["unit"] for c in domain.rank([few, card]) if c["rank"] is not None] == ["forestry"]
+
+    named = {(b["breach"], b["unit"]): b for b in domain.accountability(facts, {}, DIRECTORY, weights.consequences)}
+    assert set(named) == {("sign_overdue", "natres"), ("objection_rejected", "hrss"),
+                          ("overdue_past_escalation", "hrss")}
+    assert named[("overdue_past_escalation", "hrss")]["consequence"] == weights.consequences["overdue_past_escalation"]
+    assert named[("sign_overdue", "natres")]["principal_leader"]["name"] == DIRECTORY.units["natres"].principal_leader.name

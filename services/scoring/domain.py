@@ -75,6 +75,8 @@ class CaseFacts:
     objections: list[str] = field(default_factory=list)  # 异议: the units that objected, sorted
     objections_rejected: int = 0  # objections the bureau rejected
     returns: list[str] = field(default_factory=list)  # 退回: the units whose objection was approved, sorted
+    # 责任: [breach or mark, unit] charged to the unit responsible at that moment (:data:`CHARGE_KINDS`), sorted
+    charges: list[list[str]] = field(default_factory=list)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> CaseFacts:
@@ -86,6 +88,7 @@ class CaseFacts:
         row = {name: getattr(self, name) for name in FACT_FIELDS}
         for name in ("overdue_kinds", "objections", "returns"):
             row[name] = list(row[name])
+        row["charges"] = [list(c) for c in row["charges"]]
         return row
 
 
@@ -101,6 +104,24 @@ FACT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(CaseFacts))
 REVIEW_KINDS = frozenset({"review", "re_review"})  # due kinds of the reviewing bodies; the others are the lead unit's
 
 
+# What is charged to a unit, and when (责任: 属地管理、归口办理、谁主管谁负责): a missed due date
+# (``<due kind>_overdue``) to the unit the overdue names, the one holding the case then (a lapsed
+# sign-for to the unit that let it lapse, even if the case moved on; an overdue opinion to the lead at
+# its due date; a review's to the reviewing body); an escalation to the unit escalated; an objection
+# the bureau rejected (错退) to the unit that handed the case back; an escalated (越级访) or collective
+# (集体访) petition to the township it arose in.
+CHARGE_KINDS = ("sign_overdue", "accept_overdue", "reply_overdue", "agent_overdue", "review_overdue",
+                "re_review_overdue", "overdue_past_escalation", "objection_rejected", "escalated_petition",
+                "collective_petition")
+LEAD_OVERDUE = ("sign_overdue", "accept_overdue", "reply_overdue", "agent_overdue")
+
+
+def _charge(f: CaseFacts, kind: str, unit: str | None, once: bool = True) -> None:
+    """Charge ``kind`` to ``unit``: once per case (``once``), or once per event (错退: each rejected objection)."""
+    if unit and (not once or [kind, unit] not in f.charges):
+        f.charges = sorted(f.charges + [[kind, unit]])
+
+
 def _later(a: datetime | None, b: datetime) -> datetime:
     return b if a is None or b > a else a
 
@@ -114,6 +135,10 @@ def on_received(f: CaseFacts, e: ev.CaseReceived) -> None:
     f.agent_id = e.delegation.agent_id if e.delegation else None
     f.agency_id = e.delegation.agency_id if e.delegation else None
     f.category = f.category or e.category
+    if e.escalated:
+        _charge(f, "escalated_petition", e.township)
+    if e.collective:
+        _charge(f, "collective_petition", e.township)
 
 
 def on_lead_assigned(f: CaseFacts, e: ev.CaseAssigned) -> None:
@@ -155,6 +180,7 @@ def on_objection_decided(f: CaseFacts, e: ev.ObjectionDecided) -> None:
         f.returns = sorted(f.returns + [e.unit])
     else:
         f.objections_rejected += 1
+        _charge(f, "objection_rejected", e.unit, once=False)
 
 
 def on_replied(f: CaseFacts, e: ev.CaseReplied) -> None:
@@ -173,6 +199,7 @@ def on_replied(f: CaseFacts, e: ev.CaseReplied) -> None:
 def on_overdue(f: CaseFacts, e: ev.CaseOverdue) -> None:
     """超期: which due dates were missed (``review``/``re_review`` by the reviewing body)."""
     f.overdue_kinds = sorted(set(f.overdue_kinds) | {e.due_kind})
+    _charge(f, f"{e.due_kind}_overdue", e.unit)
 
 
 def on_escalated(f: CaseFacts, e: ev.CaseEscalated) -> None:
@@ -180,6 +207,7 @@ def on_escalated(f: CaseFacts, e: ev.CaseEscalated) -> None:
     reviewing body's)."""
     if e.due_kind not in REVIEW_KINDS:
         f.escalated_overdue = True
+    _charge(f, "overdue_past_escalation", e.unit)
 
 
 def on_extension_decided(f: CaseFacts, e: ev.ExtensionDecided) -> None:
@@ -342,9 +370,32 @@ def figures(facts: Iterable[CaseFacts]) -> dict:
     }
 
 
+def charged(facts: Iterable[CaseFacts], unit: str) -> dict:
+    """What is charged to ``unit`` across ``facts`` (:data:`CHARGE_KINDS`), whoever leads the cases now:
+    the cases whose lead due dates it missed (``ever_overdue``) or let escalate, its rejected
+    objections, the reviews it answered late, the escalated and collective petitions from its area."""
+    facts = [f for f in facts if is_received(f)]
+
+    def cases(*kinds: str) -> int:
+        return sum(any(k in kinds and u == unit for k, u in f.charges) for f in facts)
+    return {"ever_overdue": cases(*LEAD_OVERDUE), "escalated_overdue": cases("overdue_past_escalation"),
+            "objections_rejected": sum(k == "objection_rejected" and u == unit for f in facts for k, u in f.charges),
+            "review_overdue": cases("review_overdue", "re_review_overdue"),
+            "escalated_from_area": cases("escalated_petition"), "collective_from_area": cases("collective_petition")}
+
+
+def unit_figures(unit: str, led: list[CaseFacts], everything: list[CaseFacts]) -> dict:
+    """A unit's figures for its scorecard: the cases it leads (办结, 按期, 满意…), with what was charged
+    to it on any case of the period (超期, 错退…) in place of its lead cases' own."""
+    return {**figures(led), **charged(everything, unit)}
+
+
 def scorecard(unit: str, figs: dict, weights: Weights) -> dict:
-    """A unit's score: ``base`` less each metric's points (capped), with the reason for each."""
-    score, reasons = weights.base, []
+    """A unit's score: ``base`` less each metric's deductions and plus each metric's additions
+    (``more_is_better``: 积案化解, 按期办结…), each capped, with the reason for each; its band (等次)
+    and the consequence (奖惩) the weights give it. Fewer received cases than ``min_cases``: no band,
+    no consequence (too few to judge), and no rank."""
+    score, reasons, additions = weights.base, [], []
     for m in weights.metrics:
         value = figs.get(m.metric)
         if value is None:
@@ -353,29 +404,44 @@ def scorecard(unit: str, figs: dict, weights: Weights) -> dict:
             shortfall = max(0.0, m.target - value) if m.direction == "higher_is_better" else max(0.0, value - m.target)
             points = min(m.cap, shortfall * m.weight)
             shown = f"{value * 100:.1f}%"
+        elif m.direction == "more_is_better":
+            points = -min(m.cap, value * m.weight)
+            shown = str(value)
         else:
             points = min(m.cap, value * m.weight) if m.direction == "lower_is_better" else 0.0
             shown = str(value)
         if points > 0:
             score -= points
             reasons.append({"metric": m.metric, "value": shown, "points": round(points, 2)})
+        elif points < 0:
+            score -= points
+            additions.append({"metric": m.metric, "value": shown, "points": round(-points, 2)})
     score = round(score, 2)
-    band = next(b for b in weights.bands if score >= b.floor)
-    return {"unit": unit, "score": score, "band": band.band, "outcome": band.outcome, "deductions": reasons,
-            "figures": figs}
+    card = {"unit": unit, "score": score, "band": None, "outcome": "none", "consequence": "", "deductions": reasons,
+            "additions": additions, "figures": figs}
+    if (figs.get("received") or 0) >= weights.min_cases:
+        band = next(b for b in weights.bands if score >= b.floor)
+        card.update(band=band.band, outcome=band.outcome, consequence=band.consequence)
+    return card
 
 
 def rank(cards: list[dict]) -> list[dict]:
-    """Rank by score (ties share a rank), then by code for a stable order."""
-    ordered = sorted(cards, key=lambda c: (-c["score"], c["unit"]))
+    """Rank the cards with a band by score (ties share a rank), then by code for a stable order; a
+    card without one (too few cases) follows, unranked (rank None)."""
+    ordered = sorted(cards, key=lambda c: (c["band"] is None, -c["score"], c["unit"]))
     for i, card in enumerate(ordered):
-        card["rank"] = ordered[i - 1]["rank"] if i and ordered[i - 1]["score"] == card["score"] else i + 1
+        if card["band"] is None:
+            card["rank"] = None
+        else:
+            card["rank"] = ordered[i - 1]["rank"] if i and ordered[i - 1]["score"] == card["score"] else i + 1
     return ordered
 
 
-def accountability(facts: list[CaseFacts], origins: dict[str, CaseFacts], directory: Directory) -> list[dict]:
-    """责任追究: each breach the rules name, with the unit, its principal leader (第一责任人) and leader
-    in charge (直接责任人). ``origins`` are the earlier cases that ``facts`` repeat, by case id."""
+def accountability(facts: list[CaseFacts], origins: dict[str, CaseFacts], directory: Directory,
+                   consequences: Mapping[str, str] | None = None) -> list[dict]:
+    """责任追究: each breach the rules name, with the unit charged, its principal leader (第一责任人) and
+    leader in charge (直接责任人), and the consequence (``consequences``, scoring.yaml: 约谈, 通报批评…).
+    ``origins`` are the earlier cases that ``facts`` repeat, by case id."""
     breaches: dict[tuple[str, str], list[str]] = {}
     for f in facts:
         for kind, unit in _breaches(f, origins.get(f.repeat_of) if f.repeat_of else None):
@@ -386,17 +452,22 @@ def accountability(facts: list[CaseFacts], origins: dict[str, CaseFacts], direct
         u = directory.units[unit]
         out.append({"breach": kind, "unit": unit, "unit_name": u.name,
                     "principal_leader": u.principal_leader.model_dump(),
-                    "leader_in_charge": u.leader_in_charge.model_dump(), "cases": sorted(cases)})
+                    "leader_in_charge": u.leader_in_charge.model_dump(), "cases": sorted(cases),
+                    "consequence": (consequences or {}).get(kind, "")})
     return out
 
 
+# The charges that are breaches named in the accountability list (the others weigh on scores only).
+BREACHES = ("overdue_past_escalation", "sign_overdue", "objection_rejected")
+
+
 def _breaches(f: CaseFacts, earlier: CaseFacts | None) -> list[tuple[str, str | None]]:
-    """(breach, the unit that answers) for one case: overdue past escalation (its lead unit); a
-    collective petition repeating an unresolved case, or a repeat after a closed one (the earlier
-    case's lead unit)."""
+    """(breach, the unit that answers) for one case: overdue past escalation, a lapsed sign-for and an
+    objection the bureau rejected (the unit charged at the time); a collective petition repeating an
+    unresolved case, or a repeat after a closed one (the earlier case's lead unit)."""
     if not is_received(f):
         return []
-    out = [("overdue_past_escalation", f.lead_unit)] if f.escalated_overdue else []
+    out = list(dict.fromkeys((k, u) for k, u in f.charges if k in BREACHES))
     if earlier is not None:
         if f.collective and not is_closed(earlier):
             out.append(("collective_from_unresolved_case", earlier.lead_unit))

@@ -120,16 +120,17 @@ def to_xlsx(body: dict) -> bytes:
     for channel, figs in body["channels"].items():
         ch.append([channel, figs["received"], figs["closed"], figs["closure_rate"]])
     sc = wb.create_sheet("考核")
-    sc.append(["单位 unit", "类别 group", "得分 score", "名次 rank", "等次 band", "扣分原因 deductions"])
+    sc.append(["单位 unit", "类别 group", "得分 score", "名次 rank", "等次 band", "奖惩 consequence",
+               "扣分原因 deductions", "加分原因 additions"])
     for group, cards in body["scorecards"].items():
         for c in cards:
-            sc.append([c["unit"], group, c["score"], c["rank"], c["band"],
-                       "；".join(f"{d['metric']} {d['value']} -{d['points']}" for d in c["deductions"])])
+            sc.append([c.get("unit_name", c["unit"]), group, c["score"], c["rank"], c["band"] or "",
+                       c.get("consequence", ""), _points(c["deductions"], "-"), _points(c.get("additions", []), "+")])
     ac = wb.create_sheet("责任追究")
-    ac.append(["情形 breach", "单位 unit", "第一责任人", "直接责任人", "案件 cases"])
+    ac.append(["情形 breach", "单位 unit", "第一责任人", "直接责任人", "处理 consequence", "案件 cases"])
     for b in body["accountability"]:
-        ac.append([b["breach"], b["unit_name"], b["principal_leader"]["name"], b["leader_in_charge"]["name"],
-                   " ".join(b["cases"])])
+        ac.append([BREACH_NAMES.get(b["breach"], b["breach"]), b["unit_name"], b["principal_leader"]["name"],
+                   b["leader_in_charge"]["name"], b.get("consequence", ""), " ".join(b["cases"])])
     nr = wb.create_sheet("报告")
     nr.append([body["narrative"]])
     out = io.BytesIO()
@@ -137,15 +138,32 @@ def to_xlsx(body: dict) -> bytes:
     return out.getvalue()
 
 
+# 责任追究: each breach in the bureau's words
+BREACH_NAMES = {"overdue_past_escalation": "超期未办结经升级督办", "sign_overdue": "逾期未签收",
+                "objection_rejected": "异议经审核不成立（错退）", "collective_from_unresolved_case": "未化解引发集体访",
+                "repeat_after_closing": "办结后重复信访"}
+
+
+def _points(items: list[dict], sign: str) -> str:
+    return "；".join(f"{d['metric']} {d['value']} {sign}{d['points']}" for d in items)
+
+
 def to_markdown(body: dict) -> str:
     lines = [f"# {period_label(body['period'])}信访工作报告", "", body["narrative"], "", "## 考核 scorecards", ""]
     for group, title in (("townships", "乡镇"), ("departments", "部门")):
-        lines += [f"### {title}", "", "| 名次 | 单位 | 得分 | 等次 | 扣分 |", "|---|---|---|---|---|"]
-        lines += [f"| {c['rank']} | {c['unit']} | {c['score']} | {c['band']} | "
-                  + "；".join(f"{d['metric']} {d['value']} -{d['points']}" for d in c["deductions"]) + " |"
+        lines += [f"### {title}", "", "| 名次 | 单位 | 得分 | 等次 | 奖惩 | 扣分 | 加分 |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['rank'] or '—'} | {c.get('unit_name', c['unit'])} | {c['score']} | {c['band'] or '案件过少，不评等次'} | "
+                  f"{c.get('consequence') or '—'} | {_points(c['deductions'], '-')} | {_points(c.get('additions', []), '+')} |"
                   for c in body["scorecards"][group]]
         lines.append("")
+    supervising = body["scorecards"].get("supervising", [])
+    if supervising:
+        lines += ["### 督办、监督机关（不参与排名）", "", "| 单位 | 受理 | 办结 |", "|---|---|---|"]
+        lines += [f"| {c.get('unit_name', c['unit'])} | {c['figures']['received']} | {c['figures']['closed']} |"
+                  for c in supervising]
+        lines.append("")
     lines += ["## 责任追究 accountability", ""]
-    lines += [f"- {b['unit_name']}（{b['breach']}）：第一责任人 {b['principal_leader']['name']}，"
-              f"直接责任人 {b['leader_in_charge']['name']}；案件 {'、'.join(b['cases'])}" for b in body["accountability"]]
+    lines += [f"- {b['unit_name']}（{BREACH_NAMES.get(b['breach'], b['breach'])}）：第一责任人 "
+              f"{b['principal_leader']['name']}，直接责任人 {b['leader_in_charge']['name']}；"
+              f"处理：{b.get('consequence') or '—'}；案件 {'、'.join(b['cases'])}" for b in body["accountability"]]
     return "\n".join(lines) + "\n"

@@ -224,7 +224,7 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
         "filters": filters, "frozen": False, "figures": domain.figures(facts),
         "channels": reports.channel_figures(facts, visits, drives, start, end),
         "scorecards": scorecards(scoring, facts),
-        "accountability": domain.accountability(facts, origins, scoring.directory),
+        "accountability": domain.accountability(facts, origins, scoring.directory, scoring.weights.consequences),
         "rounding": "rates are shares 0..1; the narrative rounds percentages half-up to one decimal",
     }
     body["narrative"] = reports.narrative(scoring.directory, body)
@@ -236,21 +236,28 @@ def _repeat_origins(conn: Connection, facts: list[domain.CaseFacts]) -> dict[str
     return load_facts(conn, {f.repeat_of for f in facts if f.repeat_of})
 
 
-# Who is ranked: townships among themselves; departments and the bureau's offices together. The
-# governments (人民政府) that answer reviews are never scored or ranked.
-GROUPS = {"townships": ("township",), "departments": ("department", "office")}
+# Who is ranked: townships among themselves, departments among themselves. The bodies that supervise
+# (the bureau's 督办科, the discipline commission: kind office) are listed with their figures, never
+# banded or ranked; the governments (人民政府) that answer reviews are never scored.
+GROUPS = {"townships": ("township",), "departments": ("department",)}
+SUPERVISING = "supervising"
 
 
 def scorecards(scoring: Scoring, facts: list[domain.CaseFacts]) -> dict[str, list[dict]]:
-    """Every scored unit's card, ranked among townships and among departments."""
+    """Every scored unit's card, ranked among townships and among departments; then the supervising
+    bodies, unranked. Each card counts what was charged to the unit on any case (domain.charged)."""
     out = {}
-    for group, kinds in GROUPS.items():
+    for group, kinds in (*GROUPS.items(), (SUPERVISING, ("office",))):
         units = {code: [] for code, u in scoring.directory.units.items() if u.kind in kinds}
         for f in facts:
             if f.lead_unit in units:
                 units[f.lead_unit].append(f)
-        out[group] = domain.rank([domain.scorecard(code, domain.figures(fs), scoring.weights)
-                                  for code, fs in units.items()])
+        cards = [{**domain.scorecard(code, domain.unit_figures(code, fs, facts), scoring.weights),
+                  "unit_name": scoring.directory.units[code].name} for code, fs in units.items()]
+        if group == SUPERVISING:
+            cards = [{**c, "score": None, "band": None, "outcome": "none", "consequence": "", "rank": None,
+                      "deductions": [], "additions": []} for c in sorted(cards, key=lambda c: c["unit"])]
+        out[group] = cards if group == SUPERVISING else domain.rank(cards)
     return out
 
 
@@ -262,7 +269,7 @@ def close_period(scoring: Scoring, period: str, closed_by: str) -> dict:
     now = scoring.clock.now()
     body = {**body, "frozen": True}
     scores = [ev.UnitScore(unit=c["unit"], score=c["score"], rank=c["rank"])
-              for group in body["scorecards"].values() for c in group]
+              for group in body["scorecards"].values() for c in group if c["rank"] is not None]
     frozen = json.loads(json.dumps(body, default=str))
     with scoring.uow.begin() as conn:
         conn.execute(tables.frozen_periods.insert(), {"period": period, "report": frozen, "closed_at": now})

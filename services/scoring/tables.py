@@ -52,6 +52,7 @@ case_facts = Table(
     Column("objections", JSON, nullable=False),  # the units that objected (异议)
     Column("objections_rejected", Integer, nullable=False),
     Column("returns", JSON, nullable=False),  # the units whose objection was approved (退回)
+    Column("charges", JSON, nullable=False),  # [breach, unit] charged at the moment (migration 0004)
 )
 
 # Every lifecycle event of every case, as the bus delivered it: a batch re-folds each case it touches
