@@ -63,6 +63,8 @@ class Unit(_Model):
     # the residents' address, never the township as the one a complaint accuses.
     aliases: list[Annotated[str, Field(min_length=2, max_length=50)]] = []
     villages: list[Village] = []
+    # 机关代字 of the notices an office issues (青信联办发 → 青信联办发〔2026〕1号): one sequence per office and year
+    notice_prefix: Annotated[str, Field(min_length=1, max_length=20)] | None = None
 
 
 class Category(_Model):

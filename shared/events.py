@@ -517,7 +517,9 @@ class SupervisionNoticeIssued(Event):
     type: Literal["SupervisionNoticeIssued"] = Field("SupervisionNoticeIssued", description=_TYPE)
     notice_no: str = Field(description="The notice number (文号), e.g. 〔2026〕3号.")
     notice_type: Code = Field(description=(
-        "overdue (超期督办通知), reminder (催办通知) or important (重要信访件督办通知); numbers run per year and type."))
+        "overdue (超期督办通知), reminder (催办通知) or important (重要信访件督办通知), numbered per year and type; or "
+        "assignment (领导包案交办通知), numbered per issuing office and year with the office's prefix "
+        "(青信联办发〔2026〕1号)."))
     year: int = Field(description="The year of the numbering.")
     seq: int = Field(description="Its number within the year and type.")
     units: list[Code] = Field(description="The units it is addressed to.")

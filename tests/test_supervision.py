@@ -14,9 +14,12 @@ from sqlalchemy import Engine
 from services.units.client import UnitClient
 from shared import events as ev
 from shared.clock import ManualClock
+from shared.directory import load_directory
 from shared.policy import load_policy
-from shared.settings import Settings
+from shared.settings import REPO_ROOT, Settings
 from tests.helpers import case_body, outbox_pending, read_subject, wait_until
+
+DIRECTORY = load_directory(REPO_ROOT / "deploy" / "config")
 
 
 def submit(intake: TestClient, n: int = 1, **fields) -> dict:
@@ -165,3 +168,45 @@ def test_notices_are_numbered_per_year_and_render_to_docx(
     replied = supervision.post(f"/api/v1/notices/{first.json()['notice_id']}/replies",
                                json={"unit": "forestry", "text": "已签收，正在办理"}).json()
     assert replied["awaiting_reply"] == [] and replied["replies"][0]["unit"] == "forestry"
+
+
+def test_a_jiaoban_notice_hands_leader_cases_out_numbered_by_its_office_shown_in_each_timeline_and_chased(
+        intake: TestClient, routing: TestClient, supervision: TestClient, clock: ManualClock) -> None:
+    """交办通知: the important cases with their lead unit and leader (包案), numbered 青信联办发〔year〕N号
+    per office and year apart from the 督办通知; a unit that has not replied by the day is listed to chase."""
+    important = submit(intake, n=1, backlog=True)["case_number"]  # 积案: important, a leader is named
+    plain = submit(intake, n=2)["case_number"]
+    wait_until(lambda: (supervision.get(f"/api/v1/cases/{important}").json() or {}).get("leader") is not None,
+               what="the leader of the important case")
+    wait_state(supervision, plain, "assigned")
+    year = clock.now().year
+    body = {"notice_type": "assignment", "case_ids": [important, plain], "demands": "请包案领导牵头化解。",
+            "reply_by": (clock.now() + timedelta(days=10)).date().isoformat(),
+            "title": "关于国庆期间信访矛盾纠纷领导包案督办的通知"}
+    refused = supervision.post("/api/v1/notices", json=body)
+    assert refused.status_code == 422 and "case_ids[1]" in refused.text and "leader" in refused.text
+    issued = supervision.post("/api/v1/notices", json={**body, "case_ids": [important]})
+    assert issued.status_code == 201, issued.text
+    notice = issued.json()
+    assert (notice["notice_no"], notice["case_ids"], notice["units"]) == (f"青信联办发〔{year}〕1号", [important],
+                                                                          ["forestry"])
+    again = supervision.post("/api/v1/notices", json={**body, "case_ids": [important]}).json()
+    assert again["notice_no"] == f"青信联办发〔{year}〕2号"
+
+    document = Document(io.BytesIO(supervision.get(f"/api/v1/notices/{notice['notice_id']}/document.docx").content))
+    text = "\n".join(p.text for p in document.paragraphs)
+    cells = [c.text for c in document.tables[0].rows[1].cells]
+    assert "关于国庆期间信访矛盾纠纷领导包案督办的通知" in document.paragraphs[0].text and f"青信联办发〔{year}〕1号" in text
+    leader = DIRECTORY.leaders[supervision.get(f"/api/v1/cases/{important}").json()["leader"]]
+    assert (cells[1], cells[3], cells[4]) == (important, "县林业局", f"{leader.title}{leader.name}")
+    assert important in supervision.get(f"/api/v1/notices/{notice['notice_id']}/document.md").text
+
+    steps = [s for s in supervision.get(f"/api/v1/cases/{important}/timeline").json()
+             if s["event"] == "SupervisionNoticeIssued"]
+    assert [s["notice_no"] for s in steps] == [f"青信联办发〔{year}〕1号", f"青信联办发〔{year}〕2号"]
+    assert not [s for s in supervision.get(f"/api/v1/cases/{plain}/timeline").json()
+                if s["event"] == "SupervisionNoticeIssued"]
+
+    assert supervision.get(f"/api/v1/notices/{notice['notice_id']}").json()["reply_overdue"] == []
+    clock.advance(timedelta(days=12))
+    assert supervision.get(f"/api/v1/notices/{notice['notice_id']}").json()["reply_overdue"] == ["forestry"]

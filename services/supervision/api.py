@@ -53,9 +53,14 @@ class ObjectionDecision(_In):
 
 
 class NoticeIn(_In):
-    notice_type: Literal["overdue", "reminder", "important"] = "overdue"
-    units: list[Code] | None = Field(None, description="omit for every unit with overdue cases")
-    case_ids: list[str] | None = Field(None, description="omit for all their overdue cases")
+    notice_type: Literal["overdue", "reminder", "important", "assignment"] = Field("overdue", description=(
+        "overdue, reminder, important: 督办通知 listing overdue cases; assignment: 交办通知 handing the important "
+        "cases in case_ids to their lead units and leaders (包案)"))
+    units: list[Code] | None = Field(None, description="omit for every unit with overdue cases (not for assignment)")
+    case_ids: list[str] | None = Field(None, description="omit for all their overdue cases; assignment: the cases")
+    office: Code | None = Field(None, description="assignment: the issuing office (its notice_prefix numbers it)")
+    title: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description=(
+        "assignment: the notice's title, e.g. 关于国庆期间信访矛盾纠纷领导包案督办的通知"))
     demands: Annotated[str, Field(min_length=1, max_length=2000)]
     reply_by: date
     issued_by: IgnoredStaffId = None
@@ -151,8 +156,11 @@ def build_router(sup: Supervision) -> APIRouter:
         return _download(service.document_of(ctx, case_id, doc_id, kind), doc_id, kind)
 
     @r.post("/notices", status_code=201, tags=["notices"],
-            summary="Issue a numbered supervision notice (督办通知) listing overdue cases")
+            summary="Issue a numbered notice: 督办通知 listing overdue cases, or 交办通知 handing out leader cases")
     def issue(body: NoticeIn, ctx: Ctx, who: Principal = guard("POST /api/v1/notices")) -> dict:
+        if body.notice_type == notices.ASSIGNMENT:
+            return notices.issue_assignment(ctx, body.case_ids or [], body.demands, body.reply_by, who.staff_id,
+                                            body.office, body.title)
         return notices.issue_notice(ctx, body.notice_type, body.units, body.case_ids, body.demands, body.reply_by,
                                     who.staff_id)
 

@@ -1,9 +1,11 @@
-"""督办通知: numbered supervision notices (a sequence per year and notice type, 〔2026〕3号),
-rendered to Markdown and DOCX, stored, published, and the units' replies tracked."""
+"""督办通知: numbered supervision notices (a sequence per year and notice type, 〔2026〕3号), and
+交办通知: leader cases handed out by an office (领导包案交办, its prefix and a sequence per office and
+year, 青信联办发〔2026〕1号); rendered to Markdown and DOCX, stored, published, shown in each listed
+case's timeline, and the units' replies tracked (overdue ones listed to chase)."""
 from __future__ import annotations
 
 import io
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy import select
 
@@ -15,7 +17,9 @@ from shared.outbox import enqueue
 from shared.policy import CHINA_TZ
 from shared.sequences import allocate
 
-NOTICE_TYPES = {"overdue": "超期督办通知", "reminder": "催办通知", "important": "重要信访件督办通知"}
+NOTICE_TYPES = {"overdue": "超期督办通知", "reminder": "催办通知", "important": "重要信访件督办通知",
+                "assignment": "信访矛盾纠纷领导包案交办通知"}
+ASSIGNMENT = "assignment"
 
 
 def issue_notice(sup: Supervision, notice_type: str, units: list[str] | None, case_ids: list[str] | None,
@@ -52,6 +56,107 @@ def issue_notice(sup: Supervision, notice_type: str, units: list[str] | None, ca
             notice_type=notice_type, year=year, seq=seq, units=listed_units,
             case_ids=sorted({x["case_id"] for x in overdue}), demands=demands, reply_by=reply_by)], now)
     return get_notice(sup, f"{notice_type}-{year}-{seq}")
+
+
+def issue_assignment(sup: Supervision, case_ids: list[str], demands: str, reply_by: date, issued_by: str,
+                     office: str | None = None, title: str | None = None) -> dict:
+    """交办通知: hand the listed important cases to their lead units and leaders (包案), numbered with the
+    issuing office's prefix (directory ``notice_prefix``), one sequence per office and year. Every case
+    must be open and have its leader (routing names one: ``POST /api/v1/routing/{case}/leader``)."""
+    d = sup.directory
+    offices = sorted(code for code, u in d.units.items() if u.notice_prefix)
+    office = office or (offices[0] if offices else None)
+    errors = [] if office in offices else [FieldError("office", f"{office!r} issues no numbered notices (no "
+                                                                  "notice_prefix in the directory)", valid=offices)]
+    if not case_ids:
+        errors.append(FieldError("case_ids", "list at least one case"))
+    rows = []
+    with sup.uow.engine.connect() as conn:
+        for i, case_id in enumerate(dict.fromkeys(case_ids)):
+            row = conn.execute(select(tables.cases).where(tables.cases.c.case_id == case_id)).first()
+            if row is None or row.state in ("closed", "archived"):
+                errors.append(FieldError(f"case_ids[{i}]", f"{case_id} is not an open case supervision knows"))
+            elif row.lead is None or row.leader is None:
+                errors.append(FieldError(f"case_ids[{i}]", f"{case_id} has no {'lead unit' if row.lead is None else 'leader (包案领导)'} "
+                                                           "yet: routing names them first"))
+            else:
+                rows.append(_assignment_row(sup, conn, row))
+    if errors:
+        raise InvalidInput(errors)
+    now = sup.clock.now()
+    year = now.astimezone(CHINA_TZ).year
+    units = sorted({r["unit"] for r in rows})
+    with sup.uow.begin() as conn:
+        seq = allocate(conn, tables.counters, f"notice:{ASSIGNMENT}:{office}:{year}")
+        notice_no = f"{d.units[office].notice_prefix}〔{year}〕{seq}号"
+        heading = title or f"{d.county.name}{NOTICE_TYPES[ASSIGNMENT]}"
+        notice_id = f"{ASSIGNMENT}-{office}-{year}-{seq}"
+        conn.execute(tables.notices.insert(), {
+            "notice_id": notice_id, "notice_no": notice_no, "notice_type": ASSIGNMENT, "year": year, "seq": seq,
+            "units": units, "case_ids": [r["case_id"] for r in rows], "demands": demands, "reply_by": reply_by,
+            "issued_by": issued_by, "issued_at": now,
+            "markdown": assignment_markdown(sup, office, heading, notice_no, rows, demands, reply_by, now),
+            "docx": assignment_docx(sup, office, heading, notice_no, rows, demands, reply_by, now)})
+        enqueue(conn, tables.outbox, [ev.SupervisionNoticeIssued(
+            occurred_at=now, actor=ev.Actor(kind="supervisor", id=issued_by), notice_no=notice_no,
+            notice_type=ASSIGNMENT, year=year, seq=seq, units=units, case_ids=[r["case_id"] for r in rows],
+            demands=demands, reply_by=reply_by)], now)
+    return get_notice(sup, notice_id)
+
+
+def _assignment_row(sup: Supervision, conn, case) -> dict:  # noqa: ANN001 - a connection and a cases row
+    received = conn.execute(select(tables.timeline.c.payload).where(
+        tables.timeline.c.case_id == case.case_id, tables.timeline.c.type == "CaseReceived").limit(1)).scalar()
+    reply = [x for x in case.dues if x["kind"] == "reply" and x["met_at"] is None]
+    leader = sup.directory.leaders.get(case.leader)
+    return {"case_id": case.case_id, "title": (received or {}).get("title", ""), "unit": case.lead,
+            "unit_name": sup.directory.units[case.lead].name,
+            "leader": f"{leader.title}{leader.name}" if leader else case.leader,
+            "due": datetime.fromisoformat(reply[0]["due_at"]).astimezone(CHINA_TZ).strftime("%Y年%m月%d日")
+            if reply else "按规定时限"}
+
+
+ASSIGNMENT_COLUMNS = ("序号", "案件编号", "信访事项", "主办单位", "包案领导", "办结时限")
+
+
+def _assignment_cells(rows: list[dict]) -> list[tuple[str, ...]]:
+    return [(str(i), r["case_id"], r["title"], r["unit_name"], r["leader"], r["due"]) for i, r in enumerate(rows, 1)]
+
+
+def assignment_markdown(sup: Supervision, office: str, heading: str, notice_no: str, rows: list[dict], demands: str,
+                        reply_by: date, now: datetime) -> str:
+    issuer = sup.directory.units[office].name
+    lines = [f"# {heading}", "", f"**{notice_no}**", "", "各乡镇、县直各单位：", "",
+             f"经排查，现将下列{len(rows)}件重要信访矛盾纠纷交由县级领导包案、责任单位主办。{demands}", "",
+             "| " + " | ".join(ASSIGNMENT_COLUMNS) + " |", "|" + "---|" * len(ASSIGNMENT_COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _assignment_cells(rows)]
+    lines += ["", f"请各主办单位于{reply_by:%Y年%m月%d日}前将化解情况书面报送{issuer}。", "",
+              issuer, f"{now.astimezone(CHINA_TZ):%Y年%m月%d日}"]
+    return "\n".join(lines) + "\n"
+
+
+def assignment_docx(sup: Supervision, office: str, heading: str, notice_no: str, rows: list[dict], demands: str,
+                    reply_by: date, now: datetime) -> bytes:
+    from docx import Document
+
+    issuer = sup.directory.units[office].name
+    doc = Document()
+    doc.add_heading(heading, level=1)
+    doc.add_paragraph(notice_no)
+    doc.add_paragraph("各乡镇、县直各单位：")
+    doc.add_paragraph(f"经排查，现将下列{len(rows)}件重要信访矛盾纠纷交由县级领导包案、责任单位主办。{demands}")
+    table = doc.add_table(rows=1, cols=len(ASSIGNMENT_COLUMNS))
+    for cell, title in zip(table.rows[0].cells, ASSIGNMENT_COLUMNS):
+        cell.text = title
+    for cells in _assignment_cells(rows):
+        for cell, value in zip(table.add_row().cells, cells):
+            cell.text = value
+    doc.add_paragraph(f"请各主办单位于{reply_by:%Y年%m月%d日}前将化解情况书面报送{issuer}。")
+    doc.add_paragraph(issuer)
+    doc.add_paragraph(f"{now.astimezone(CHINA_TZ):%Y年%m月%d日}")
+    out = io.BytesIO()
+    doc.save(out)
+    return out.getvalue()
 
 
 def _rows(sup: Supervision, overdue: list[dict]) -> list[tuple[str, str, str, str]]:
@@ -104,10 +209,12 @@ def get_notice(sup: Supervision, notice_id: str) -> dict:
             raise NotFound(f"no notice {notice_id}")
         replies = [dict(x._mapping) for x in conn.execute(
             select(r.c.unit, r.c.text, r.c.replied_at).where(r.c.notice_id == notice_id).order_by(r.c.id))]
+    awaiting = sorted(set(row.units) - {x["unit"] for x in replies})
+    late = sup.clock.now().astimezone(CHINA_TZ).date() > row.reply_by
     return {"notice_id": row.notice_id, "notice_no": row.notice_no, "notice_type": row.notice_type,
             "units": row.units, "case_ids": row.case_ids, "demands": row.demands, "reply_by": row.reply_by,
-            "issued_at": row.issued_at, "replies": replies,
-            "awaiting_reply": sorted(set(row.units) - {x["unit"] for x in replies})}
+            "issued_at": row.issued_at, "replies": replies, "awaiting_reply": awaiting,
+            "reply_overdue": awaiting if late else []}  # to chase: named, not replied, past reply_by
 
 
 def list_notices(sup: Supervision) -> list[dict]:

@@ -321,11 +321,23 @@ def timeline(sup: Supervision, case_id: str) -> list[dict]:
     with sup.uow.engine.connect() as conn:
         rows = sorted(conn.execute(select(t).where(t.c.case_id == case_id)).all(),
                       key=lambda r: domain.happened(_utc(r.placed_at), r.type))
+        notices = _notices_listing(conn, case_id)
     if not rows:
         raise NotFound(f"supervision has not seen case {case_id}")
-    return [{"at": r.occurred_at, "placed_at": r.placed_at, "event": r.type, "unit": r.unit,
-             "actor": r.payload.get("actor"), "status": r.status, "reason": r.reason or None, "event_id": r.event_id}
-            for r in rows]
+    steps = [{"at": r.occurred_at, "placed_at": r.placed_at, "event": r.type, "unit": r.unit,
+              "actor": r.payload.get("actor"), "status": r.status, "reason": r.reason or None, "event_id": r.event_id}
+             for r in rows]
+    # the notices that list the case (交办通知, 督办通知): supervision's own acts, in their place
+    steps += [{"at": n.issued_at, "placed_at": n.issued_at, "event": "SupervisionNoticeIssued", "unit": None,
+               "actor": {"kind": "supervisor", "id": n.issued_by}, "status": "applied", "reason": None,
+               "event_id": None, "notice_no": n.notice_no, "notice_type": n.notice_type} for n in notices]
+    return sorted(steps, key=lambda s: domain.happened(_utc(s["placed_at"]), s["event"]))
+
+
+def _notices_listing(conn: Connection, case_id: str) -> list:
+    n = tables.notices
+    rows = conn.execute(select(n.c.notice_no, n.c.notice_type, n.c.case_ids, n.c.issued_at, n.c.issued_by)).all()
+    return [r for r in rows if case_id in (r.case_ids or [])]
 
 
 def unit_timeline(sup: Supervision, case_id: str, unit: str) -> dict:
