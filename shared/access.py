@@ -64,6 +64,8 @@ TABLE: dict[str, dict[str, Rule]] = {
                                  "agent: delegated cases only, naming itself as the agent"),
         "GET /api/v1/cases/{number}": _r("clerk supervisor agent", "the case (the resident ID masked)",
                                          "agent: the cases it filed"),
+        "GET /api/v1/cases/{number}/registration.docx": _r("clerk supervisor agent", "信访事项登记表 of the case (DOCX)",
+                                                           "agent: the cases it filed"),
         "POST /api/v1/visits": _r("clerk", "a night-visit log; each problem becomes a case"),
         "POST /api/v1/drives": _r("clerk", "open a screening drive"),
         "GET /api/v1/drives": _r("clerk supervisor", "the drives"),
@@ -79,6 +81,9 @@ TABLE: dict[str, dict[str, Rule]] = {
     },
     "routing": {
         "GET /api/v1/routing/{case_id}": _r(CASE_READERS, "why a case went where it went", UNIT_LEADER_OWN),
+        "GET /api/v1/routing/{case_id}/assignment-slip.docx": _r(CASE_READERS, "受理分流指派通知单 of the case (DOCX)",
+                                                                 UNIT_LEADER_OWN),
+        "GET /api/v1/forms/reception-day.xlsx": _r("clerk supervisor", "大接访交办表 of a leaders' reception day (XLSX)"),
         "GET /api/v1/triage": _r("clerk supervisor", "the triage queue"),
         "POST /api/v1/triage/{case_id}/decision": _r("supervisor", "assign a triaged case (recorded as the token's staff id)"),
         "POST /api/v1/routing/{case_id}/leader": _r("supervisor", "name another lead leader (包案领导) with a reason "

@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request, Response, UploadFile, status
 
-from services.intake import drives, service, visits
+from services.intake import drives, forms, service, visits
 from services.intake.schemas import (
     Acknowledged,
     CaseAccepted,
@@ -22,6 +22,7 @@ from services.intake.schemas import (
 )
 from services.intake.service import Intake
 from shared import events as ev
+from shared.forms import attachment
 from shared.http import Guard, NotAllowed
 from shared.ratelimit import RESIDENT_ERRORS
 from shared.tokens import Principal
@@ -67,6 +68,10 @@ def build_router(intake: Intake) -> APIRouter:
     @router.get("/cases/{number}", response_model=CaseView, tags=["cases"])
     def get_case(number: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{number}")) -> CaseView:
         return service.get_case(ctx, number, agent_id=who.agent_id)
+
+    @router.get("/cases/{number}/registration.docx", tags=["cases"], summary="信访事项登记表: the case's registration form")
+    def registration(number: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{number}/registration.docx")):
+        return attachment(forms.registration(ctx, number, agent_id=who.agent_id), f"{number}-登记表", "docx")
 
     @router.post("/cases/{number}/feedback", status_code=201, response_model=Acknowledged, tags=["residents"],
                  responses=RESIDENT_ERRORS,

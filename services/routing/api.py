@@ -1,14 +1,16 @@
 """Routing's HTTP routes: why a case went where it went, the triage queue, and the dry run."""
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.routing import domain, service
+from services.routing import domain, forms, service
 from services.routing.service import Routing
 from shared.events import Channel, Code
+from shared.forms import attachment
 from shared.http import Guard
 from shared.tokens import Principal
 
@@ -59,6 +61,18 @@ def build_router(routing: Routing) -> APIRouter:
                         "objections (异议) with the bureau's decisions, and the reviewing bodies (复查/复核机关)")
     def why(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/routing/{case_id}")) -> dict:
         return service.why(ctx, case_id, unit=who.unit, leader=who.leader_id)
+
+    @router.get("/routing/{case_id}/assignment-slip.docx", tags=["forms"],
+                summary="受理分流指派通知单: the slip that hands the case to its units")
+    def assignment_slip(case_id: str, ctx: Ctx,
+                        who: Principal = guard("GET /api/v1/routing/{case_id}/assignment-slip.docx")) -> Response:
+        return attachment(forms.assignment_slip(ctx, case_id, unit=who.unit, leader=who.leader_id),
+                          f"{case_id}-指派通知单", "docx")
+
+    @router.get("/forms/reception-day.xlsx", tags=["forms"], dependencies=[guard("GET /api/v1/forms/reception-day.xlsx")],
+                summary="大接访交办表: a leaders' reception day's cases, each with its units and leader")
+    def reception_day(ctx: Ctx, day: date = Query(..., alias="date"), leader: Code | None = None) -> Response:
+        return attachment(forms.reception_day(ctx, day, leader), f"大接访交办表-{day.isoformat()}", "xlsx")
 
     @router.get("/triage", dependencies=[guard("GET /api/v1/triage")], tags=["triage"],
                 summary="Cases waiting for a clerk to name a unit")

@@ -10,10 +10,8 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from services.scoring import domain
 from shared.directory import Directory
+from shared.forms import CHANNEL_NAMES
 from shared.policy import CHINA_TZ
-
-CHANNEL_NAMES = {"walk_in": "来访(受理室)", "letter": "来信", "phone": "来电", "online": "网上信访",
-                 "delegated": "代办", "night_visit": "夜访", "screening": "排查", "referral": "上级交办"}
 
 
 def channel_figures(facts: list[dict], visits: list[dict], drives: dict[str, dict], start: datetime,

@@ -14,6 +14,7 @@ from services.supervision.service import Supervision
 from shared.clock import ManualClock
 from shared.errors import NotFound
 from shared.events import Code
+from shared.forms import attachment
 from shared.http import Guard, NotAllowed
 from shared.ratelimit import RESIDENT_ERRORS
 from shared.tokens import Principal
@@ -76,12 +77,8 @@ class ProgressQuery(_In):
     query_code: Annotated[str, Field(min_length=4, max_length=16)]
 
 
-DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-
-
 def _download(body: bytes | str, name: str, kind: str) -> Response:
-    media = DOCX if kind == "docx" else "text/markdown; charset=utf-8" if kind == "md" else "text/plain; charset=utf-8"
-    return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}.{kind}"'})
+    return attachment(body, name, kind)
 
 
 class ClockAdvance(_In):
