@@ -528,6 +528,34 @@ class SupervisionNoticeIssued(Event):
     reply_by: date = Field(description="The day by which the units must reply (county date).")
 
 
+class MeetingDecision(BaseModel):
+    """One decision of a joint meeting: what, by which unit, by when (supervision tracks it like a due date)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    n: int = Field(ge=1, description="Its number in the minutes (1, 2, …).")
+    text: str = Field(min_length=1, max_length=2000, description="What was decided (议定事项).")
+    unit: Code = Field(description="The unit responsible (责任单位).")
+    due_on: date = Field(description="The day it must be done by (county date).")
+
+
+class JointMeetingHeld(Event):
+    """联席会议: convened for a prominent problem or a mass incident; the units present, the cases
+    discussed and the decisions, each with its responsible unit and deadline."""
+
+    subject_template: ClassVar[str] = subjects.MEETING_HELD
+    published_by: ClassVar[str] = "supervision"
+    type: Literal["JointMeetingHeld"] = Field("JointMeetingHeld", description=_TYPE)
+    meeting_id: str = Field(description="The meeting's id, e.g. JM-2026-3.")
+    meeting_no: str = Field(description="Its number in the year, as the minutes give it: 2026年第3次.")
+    held_on: date = Field(description="The day it was held (county date).")
+    kind: Literal["prominent_problem", "mass_incident"] = Field(description=(
+        "prominent_problem (突出问题) or mass_incident (群体性事件)."))
+    topic: str = Field(description="What it was convened for (议题).")
+    units: list[Code] = Field(description="The units that took part (参会单位).")
+    case_ids: list[str] = Field(description="The cases discussed.")
+    decisions: list[MeetingDecision] = Field(description="The decisions (议定事项).")
+
+
 # --- scoring ------------------------------------------------------------------------------------
 
 class UnitScore(BaseModel):
@@ -665,7 +693,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CaseAssigned, CaseNeedsTriage, LeaderAssigned,
         UnitSigned, CaseReturned, AcceptanceDecided, ProgressReported, ExtensionRequested, CaseReplied,
         ExtensionDecided, ObjectionDecided, CaseReminded, CaseOverdue, CaseEscalated, CaseClosed, CaseArchived,
-        SupervisionNoticeIssued, ScorecardsPublished, EventRefused, UnitNotified,
+        SupervisionNoticeIssued, JointMeetingHeld, ScorecardsPublished, EventRefused, UnitNotified,
     )
 }
 

@@ -140,6 +140,11 @@ def script(directory: Directory, n: int = 300, seed: int = 7) -> History:
     events.append(ev.SupervisionNoticeIssued(actor=SYS, notice_no="〔2026〕1号", notice_type="overdue", year=2026, seq=1,
                                              units=["forestry"], case_ids=overdue, demands="d",
                                              reply_by=date(2026, 12, 31)))
+    events.append(ev.JointMeetingHeld(actor=SYS, meeting_id="JM-2026-1", meeting_no="2026年第1次",
+                                      held_on=date(2026, 6, 1), kind="prominent_problem", topic="征地补偿",
+                                      units=["forestry"], case_ids=overdue[:1],
+                                      decisions=[ev.MeetingDecision(n=1, text="d", unit="forestry",
+                                                                    due_on=date(2026, 6, 30))]))
     events.append(ev.DriveClosed(drive_id="D2026-001", actor=SYS))
     return History(cases, events, visits, drives)
 

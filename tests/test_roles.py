@@ -114,6 +114,13 @@ def prepare(w: World) -> None:
         "units": ["chengguan"], "demands": "请立即签收。", "reply_by": "2030-12-31"})
     assert notice.status_code == 201, notice.text
     w.ids["notice"] = notice.json()["notice_id"]
+    meeting = w.call("supervision", "POST", "/api/v1/meetings", "supervisor", json=MEETING | {"case_ids": [w.ids["case"]]})
+    assert meeting.status_code == 201, meeting.text
+    w.ids["meeting"] = meeting.json()["meeting_id"]
+
+
+MEETING = {"held_on": "2026-03-02", "kind": "prominent_problem", "topic": "征地补偿", "units": ["chengguan"],
+           "decisions": [{"text": "一周内完成入户核查", "unit": "chengguan", "due_on": "2030-12-31"}]}
 
 
 def sample(w: World, service: str, key: str, who: str) -> tuple[str, str, dict]:
@@ -121,7 +128,7 @@ def sample(w: World, service: str, key: str, who: str) -> tuple[str, str, dict]:
     method, template = key.split(" ", 1)
     ids = w.ids
     values = {"number": ids["case"], "case_id": ids["case"], "drive_id": ids["drive"], "notice_id": ids["notice"],
-              "period": ids["year"], "kind": "md", "fmt": "md", "doc_id": "none"}
+              "period": ids["year"], "kind": "md", "fmt": "md", "doc_id": "none", "meeting_id": ids["meeting"], "n": 1}
     if who == "agent" and key == "GET /api/v1/cases/{number}":
         values["number"] = ids["agent_case"]  # its own
     if key.endswith("/close") and service == "intake":
@@ -155,6 +162,8 @@ def sample(w: World, service: str, key: str, who: str) -> tuple[str, str, dict]:
         "POST /api/v1/cases/{case_id}/objection": {"unit": "chengguan", "approved": True, "reason": "核实"},
         "POST /api/v1/clock/advance": {"hours": 1},
         "POST /api/v1/periods/{period}/close": {"closed_by": "forged"},
+        "POST /api/v1/meetings": MEETING,
+        "POST /api/v1/meetings/{meeting_id}/decisions/{n}/done": {"note": "已落实"},
     }.get(key)
     if body is not None:
         kw["json"] = body

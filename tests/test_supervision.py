@@ -210,3 +210,49 @@ def test_a_jiaoban_notice_hands_leader_cases_out_numbered_by_its_office_shown_in
     assert supervision.get(f"/api/v1/notices/{notice['notice_id']}").json()["reply_overdue"] == []
     clock.advance(timedelta(days=12))
     assert supervision.get(f"/api/v1/notices/{notice['notice_id']}").json()["reply_overdue"] == ["forestry"]
+
+
+def test_a_joint_meeting_is_recorded_and_published_its_minutes_print_and_its_decisions_are_chased_until_done(
+        intake: TestClient, routing: TestClient, supervision: TestClient, clock: ManualClock, settings: Settings,
+        token: Callable[..., dict]) -> None:
+    number = submit(intake, n=1)["case_number"]
+    wait_state(supervision, number, "assigned")
+    held_on = clock.now().date()
+    body = {"held_on": held_on.isoformat(), "kind": "mass_incident", "topic": "修路占地引发群体聚集",
+            "units": ["forestry", "natres", "chengguan"], "case_ids": [number],
+            "decisions": [{"text": "七日内完成占地面积复核", "unit": "natres",
+                           "due_on": (held_on + timedelta(days=7)).isoformat()},
+                          {"text": "林地补偿一月内兑付", "unit": "forestry",
+                           "due_on": (held_on + timedelta(days=30)).isoformat()}]}
+    bad = supervision.post("/api/v1/meetings", json={**body, "units": ["nowhere"], "case_ids": ["QS-2026-999999"]})
+    assert bad.status_code == 422 and "units[0]" in bad.text and "case_ids[0]" in bad.text, bad.text
+    held = supervision.post("/api/v1/meetings", json=body)
+    assert held.status_code == 201, held.text
+    meeting = held.json()
+    assert meeting["meeting_no"] == f"{held_on.year}年第1次"
+    assert [(d["n"], d["unit"], d["status"]) for d in meeting["decisions"]] == [(1, "natres", "open"),
+                                                                                (2, "forestry", "open")]
+    wait_until(lambda: read_subject(settings.nats_url, "supervision.meeting_held") != [], what="JointMeetingHeld")
+    [(_, published)] = read_subject(settings.nats_url, "supervision.meeting_held")
+    assert (published.meeting_id, published.kind, [d.unit for d in published.decisions]) == (
+        meeting["meeting_id"], "mass_incident", ["natres", "forestry"])
+
+    minutes = Document(io.BytesIO(supervision.get(f"/api/v1/meetings/{meeting['meeting_id']}/minutes.docx").content))
+    text = "\n".join(p.text for p in minutes.paragraphs)
+    rows = [[c.text for c in r.cells] for r in minutes.tables[0].rows]
+    assert "联席会议纪要" in text and "群体性事件" in text and "县自然资源局" in text and number in text
+    assert rows[1][1:3] == ["七日内完成占地面积复核", "县自然资源局"]
+    assert [s["meeting_no"] for s in supervision.get(f"/api/v1/cases/{number}/timeline").json()
+            if s["event"] == "JointMeetingHeld"] == [meeting["meeting_no"]]
+
+    clock.advance(timedelta(days=8))  # the first decision's day has passed
+    overdue = supervision.get("/api/v1/meetings/decisions?status=overdue").json()
+    assert [(d["meeting_id"], d["n"], d["unit"]) for d in overdue] == [(meeting["meeting_id"], 1, "natres")]
+    as_forestry = token("unit", unit="forestry")
+    assert supervision.post(f"/api/v1/meetings/{meeting['meeting_id']}/decisions/1/done", json={"note": "已复核"},
+                            headers=as_forestry).status_code == 404  # natres's, not forestry's
+    assert [d["n"] for d in supervision.get("/api/v1/meetings/decisions", headers=as_forestry).json()] == [2]
+    done = supervision.post(f"/api/v1/meetings/{meeting['meeting_id']}/decisions/1/done", json={"note": "已复核完毕"},
+                            headers=token("unit", unit="natres"))
+    assert done.status_code == 200 and done.json()["decisions"][0]["status"] == "done"
+    assert supervision.get("/api/v1/meetings/decisions?status=overdue").json() == []

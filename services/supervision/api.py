@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.supervision import notices, service
+from services.supervision import meetings, notices, service
 from services.supervision.service import Supervision
 from shared.clock import ManualClock
 from shared.errors import NotFound
@@ -65,6 +65,27 @@ class NoticeIn(_In):
     demands: Annotated[str, Field(min_length=1, max_length=2000)]
     reply_by: date
     issued_by: IgnoredStaffId = None
+
+
+class DecisionIn(_In):
+    text: Annotated[str, Field(min_length=1, max_length=2000)]
+    unit: Code
+    due_on: date
+
+
+class MeetingIn(_In):
+    """联席会议: what was convened for, who came, which cases, what was decided."""
+
+    held_on: date
+    kind: Literal["prominent_problem", "mass_incident"]
+    topic: Annotated[str, Field(min_length=1, max_length=500)]
+    units: Annotated[list[Code], Field(min_length=1, max_length=100)]
+    case_ids: Annotated[list[str], Field(max_length=500)] = []
+    decisions: Annotated[list[DecisionIn], Field(max_length=100)] = []
+
+
+class DecisionDone(_In):
+    note: Annotated[str, Field(min_length=1, max_length=5000)]
 
 
 class NoticeReply(_In):
@@ -201,6 +222,37 @@ def build_router(sup: Supervision) -> APIRouter:
     @r.post("/sweep", dependencies=[guard("POST /api/v1/sweep")], tags=["deadlines"], summary="Sweep the deadlines now")
     async def sweep(ctx: Ctx) -> dict:
         return {"sent": await asyncio.to_thread(service.sweep, ctx), "now": ctx.clock.now()}
+
+    @r.post("/meetings", status_code=201, tags=["meetings"],
+            summary="Record a joint meeting (联席会议), its decisions tracked like due dates; published")
+    def hold(body: MeetingIn, ctx: Ctx, who: Principal = guard("POST /api/v1/meetings")) -> dict:
+        return meetings.hold(ctx, body.held_on, body.kind, body.topic, body.units, body.case_ids,
+                             [x.model_dump() for x in body.decisions], who.staff_id)
+
+    @r.get("/meetings", dependencies=[guard("GET /api/v1/meetings")], tags=["meetings"])
+    def list_meetings(ctx: Ctx) -> list[dict]:
+        return meetings.listing(ctx)
+
+    @r.get("/meetings/decisions", tags=["meetings"],
+           summary="The meetings' decisions: open, overdue (to chase) or done; a unit token its own")
+    def decisions(ctx: Ctx, status: Literal["open", "overdue", "done"] | None = None, unit: Code | None = None,
+                  who: Principal = guard("GET /api/v1/meetings/decisions")) -> list[dict]:
+        return meetings.decisions(ctx, status, _own_unit(who, unit))
+
+    @r.get("/meetings/{meeting_id}", dependencies=[guard("GET /api/v1/meetings/{meeting_id}")], tags=["meetings"])
+    def get_meeting(meeting_id: str, ctx: Ctx) -> dict:
+        return meetings.get(ctx, meeting_id)
+
+    @r.get("/meetings/{meeting_id}/minutes.docx", dependencies=[guard("GET /api/v1/meetings/{meeting_id}/minutes.docx")],
+           tags=["meetings"], summary="会议纪要 (DOCX)")
+    def minutes(meeting_id: str, ctx: Ctx) -> Response:
+        return _download(meetings.minutes(ctx, meeting_id), f"{meeting_id}-会议纪要", "docx")
+
+    @r.post("/meetings/{meeting_id}/decisions/{n}/done", tags=["meetings"],
+            summary="A decision carried out (落实): a unit token reports its own")
+    def decision_done(meeting_id: str, n: int, body: DecisionDone, ctx: Ctx,
+                      who: Principal = guard("POST /api/v1/meetings/{meeting_id}/decisions/{n}/done")) -> dict:
+        return meetings.done(ctx, meeting_id, n, body.note, unit=who.unit)
 
     if not (sup.settings.time_travel and isinstance(sup.clock, ManualClock)):
         return r  # time travel exists only in XF_MODE demo or test

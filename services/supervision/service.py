@@ -321,7 +321,7 @@ def timeline(sup: Supervision, case_id: str) -> list[dict]:
     with sup.uow.engine.connect() as conn:
         rows = sorted(conn.execute(select(t).where(t.c.case_id == case_id)).all(),
                       key=lambda r: domain.happened(_utc(r.placed_at), r.type))
-        notices = _notices_listing(conn, case_id)
+        notices, meetings = _listing(conn, tables.notices, case_id), _listing(conn, tables.meetings, case_id)
     if not rows:
         raise NotFound(f"supervision has not seen case {case_id}")
     steps = [{"at": r.occurred_at, "placed_at": r.placed_at, "event": r.type, "unit": r.unit,
@@ -331,12 +331,16 @@ def timeline(sup: Supervision, case_id: str) -> list[dict]:
     steps += [{"at": n.issued_at, "placed_at": n.issued_at, "event": "SupervisionNoticeIssued", "unit": None,
                "actor": {"kind": "supervisor", "id": n.issued_by}, "status": "applied", "reason": None,
                "event_id": None, "notice_no": n.notice_no, "notice_type": n.notice_type} for n in notices]
+    steps += [{"at": m.recorded_at, "placed_at": m.recorded_at, "event": "JointMeetingHeld", "unit": None,
+               "actor": {"kind": "supervisor", "id": m.convened_by}, "status": "applied", "reason": None,
+               "event_id": None, "meeting_id": m.meeting_id, "meeting_no": m.meeting_no} for m in meetings]
     return sorted(steps, key=lambda s: domain.happened(_utc(s["placed_at"]), s["event"]))
 
 
-def _notices_listing(conn: Connection, case_id: str) -> list:
-    n = tables.notices
-    rows = conn.execute(select(n.c.notice_no, n.c.notice_type, n.c.case_ids, n.c.issued_at, n.c.issued_by)).all()
+def _listing(conn: Connection, table, case_id: str) -> list:  # noqa: ANN001 - notices or meetings
+    """The notices (or meetings) that list a case: few, read whole (a JSON list is not queried alike on
+    SQLite and PostgreSQL)."""
+    rows = conn.execute(select(*(c for c in table.c if c.name != "docx" and c.name != "markdown"))).all()
     return [r for r in rows if case_id in (r.case_ids or [])]
 
 

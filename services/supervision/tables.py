@@ -109,6 +109,33 @@ documents = Table(
     Column("docx", LargeBinary, nullable=False),
 )
 
+# 联席会议: a joint meeting, its minutes (会议纪要), and each decision tracked like a due date.
+meetings = Table(
+    "meetings", metadata,
+    Column("meeting_id", String(32), primary_key=True),  # JM-<year>-<seq>
+    Column("meeting_no", String(32), nullable=False),  # 2026年第3次
+    Column("held_on", Date, nullable=False),
+    Column("kind", String(32), nullable=False),  # prominent_problem, mass_incident
+    Column("topic", Text, nullable=False),
+    Column("units", JSON, nullable=False),
+    Column("case_ids", JSON, nullable=False),
+    Column("convened_by", String(64)),
+    Column("recorded_at", UtcDateTime(), nullable=False),
+    Column("docx", LargeBinary, nullable=False),
+)
+
+meeting_decisions = Table(
+    "meeting_decisions", metadata,
+    Column("meeting_id", String(32), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("text", Text, nullable=False),
+    Column("unit", String(64), nullable=False, index=True),
+    Column("due_on", Date, nullable=False),
+    Column("done_at", UtcDateTime()),
+    Column("done_note", Text),
+    PrimaryKeyConstraint("meeting_id", "n"),
+)
+
 counters = counters_table(metadata)
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)
