@@ -226,6 +226,12 @@ class NightVisitLogged(Event):
     visited_on: date = Field(description="The day of the visit (county date).")
     households_visited: int = Field(description="Households visited (走访户数).")
     case_ids: list[str] = Field(description="The cases made of the problems collected, one per problem.")
+    cadre_kind: Literal["township_leader", "station_staff"] | None = Field(None, description=(
+        "Who visited: a township leader (乡镇领导) or station staff (驻站人员); null when not recorded."))
+    visit_format: Literal["one_to_one", "group"] | None = Field(None, description=(
+        "How: one household at a time (一对一走访) or households together (多户座谈); null when not recorded."))
+    solved_on_spot: int = Field(0, description="Problems raised and solved on the spot (当场解决), no case made.")
+    suggestions: int = Field(0, description="Suggestions collected (收集意见建议).")
 
 
 class CaseBrief(BaseModel):

@@ -152,6 +152,13 @@ class VisitLog(_In):
     visited_on: date
     households_visited: Annotated[int, Field(ge=0, le=10000)]
     problems: Annotated[list[ProblemIn], Field(max_length=200)] = Field(default_factory=list)
+    # who visited and how, as the bureau reports them: township leaders (乡镇领导) and station staff
+    # (驻站人员); one household at a time (一对一走访) or households together (多户座谈)
+    cadre_kind: Literal["township_leader", "station_staff"] | None = None
+    visit_format: Literal["one_to_one", "group"] | None = None
+    # problems raised and solved on the spot (当场解决: no case made), suggestions collected (意见建议)
+    solved_on_spot: Annotated[int, Field(ge=0, le=10000)] = 0
+    suggestions: Annotated[int, Field(ge=0, le=10000)] = 0
 
 
 class VisitLogged(BaseModel):

@@ -90,6 +90,10 @@ visits = Table(
     Column("visited_on", Date, nullable=False),
     Column("households_visited", Integer, nullable=False),
     Column("logged_at", UtcDateTime(), nullable=False),
+    Column("cadre_kind", String(16)),  # township_leader, station_staff (migration 0004)
+    Column("visit_format", String(16)),  # one_to_one, group
+    Column("solved_on_spot", Integer, nullable=False),
+    Column("suggestions", Integer, nullable=False),
 )
 
 feedback = Table(

@@ -43,7 +43,9 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
         conn.execute(tables.visits.insert(), {
             "visit_id": visit_id, "cadre_name": visit.cadre_name, "cadre_unit": visit.cadre_unit,
             "township": visit.township, "village": visit.village, "visited_on": visit.visited_on,
-            "households_visited": visit.households_visited, "logged_at": now})
+            "households_visited": visit.households_visited, "logged_at": now, "cadre_kind": visit.cadre_kind,
+            "visit_format": visit.visit_format, "solved_on_spot": visit.solved_on_spot,
+            "suggestions": visit.suggestions})
         drafts = [Draft(CaseSubmission.model_validate({**s, "visit_id": visit_id}), actor) for s in submissions]
         cases: list[CaseAccepted] = register(conn, intake, drafts) if drafts else []  # type: ignore[assignment]
         for i, refused in enumerate(cases):
@@ -52,7 +54,8 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
         enqueue(conn, tables.outbox, [ev.NightVisitLogged(
             visit_id=visit_id, occurred_at=now, actor=actor, cadre_unit=visit.cadre_unit, township=visit.township,
             village=visit.village, visited_on=visit.visited_on, households_visited=visit.households_visited,
-            case_ids=[c.case_number for c in cases])], now)
+            case_ids=[c.case_number for c in cases], cadre_kind=visit.cadre_kind, visit_format=visit.visit_format,
+            solved_on_spot=visit.solved_on_spot, suggestions=visit.suggestions)], now)
         answer = VisitLogged(visit_id=visit_id, cases=cases)
         if key is not None:
             conn.execute(tables.idempotency_keys.insert(), answer_row(intake, key, request_hash(visit), answer, now))

@@ -27,7 +27,10 @@ def channel_figures(facts: list[dict], visits: list[dict], drives: dict[str, dic
     first, last = start.astimezone(CHINA_TZ).date(), end.astimezone(CHINA_TZ).date()
     in_period = [v for v in visits if first <= _as_date(v["visited_on"]) < last]
     out["night_visit"] |= {"visits": len(in_period), "households_visited": sum(v["households_visited"] for v in in_period),
-                           "problems": out["night_visit"]["received"], "solved": out["night_visit"]["closed"]}
+                           "problems": out["night_visit"]["received"], "solved": out["night_visit"]["closed"],
+                           "solved_on_spot": sum(v.get("solved_on_spot") or 0 for v in in_period),
+                           "suggestions": sum(v.get("suggestions") or 0 for v in in_period),
+                           "by_cadre": night_visits_by_cadre(facts, in_period)}
     found = {}
     for f in facts:
         if f.drive_id:
@@ -36,6 +39,30 @@ def channel_figures(facts: list[dict], visits: list[dict], drives: dict[str, dic
             d["disputes"] += 1
             d["important"] += f.leader_id is not None
     out["screening"] |= {"drives": sorted(found.values(), key=lambda d: d["drive_id"])}
+    return out
+
+
+CADRE_KINDS = {"township_leader": "乡镇领导", "station_staff": "驻站人员", "unrecorded": "未注明"}
+
+
+def night_visits_by_cadre(facts: list, visits: list[dict]) -> dict:
+    """Night visits as the bureau reports them, by who visited: visits, households (户次), problems
+    collected (the cases made of them and those solved on the spot), solved (the cases concluded and
+    those solved on the spot), suggestions."""
+    cases = {}
+    for f in facts:
+        if f.visit_id:
+            cases.setdefault(f.visit_id, []).append(f)
+    out = {}
+    for kind in CADRE_KINDS:
+        mine = [v for v in visits if (v.get("cadre_kind") or "unrecorded") == kind]
+        if not mine:
+            continue
+        made = [f for v in mine for f in cases.get(v["visit_id"], [])]
+        on_spot = sum(v.get("solved_on_spot") or 0 for v in mine)
+        out[kind] = {"visits": len(mine), "households_visited": sum(v["households_visited"] for v in mine),
+                     "problems": len(made) + on_spot, "solved": sum(domain.is_closed(f) for f in made) + on_spot,
+                     "suggestions": sum(v.get("suggestions") or 0 for v in mine)}
     return out
 
 
@@ -75,6 +102,8 @@ def narrative(directory: Directory, body: dict) -> str:
         f"办结率达到{percent(dg['closure_rate'])}%。",
         f"开展驻村夜访{nv['visits']}次，走访群众{nv['households_visited']}户，收集问题{nv['problems']}件，"
         f"解决{nv['solved']}件。",
+        *(f"其中{CADRE_KINDS[k]}夜访{x['households_visited']}户次，收集问题{x['problems']}件，解决{x['solved']}件，"
+          f"收集意见建议{x['suggestions']}条。" for k, x in nv["by_cadre"].items() if k != "unrecorded"),
         f"开展矛盾纠纷排查{len(drives)}次，排查出矛盾纠纷{sum(d['disputes'] for d in drives)}件，"
         f"其中确定为重要信访件并实行领导包案{sum(d['important'] for d in drives)}件。",
         f"超期件{f['ever_overdue']}件，群众满意率{percent(f['satisfaction_rate'])}%，复查{f['reviews']}件、"

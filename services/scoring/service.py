@@ -156,7 +156,8 @@ def record_visit(conn: Connection, e: ev.NightVisitLogged) -> None:
     """驻村夜访: the visit and the households visited (its problems are cases of their own)."""
     insert_ignore(conn, tables.visits, [{
         "visit_id": e.visit_id, "cadre_unit": e.cadre_unit, "township": e.township, "visited_on": e.visited_on,
-        "households_visited": e.households_visited, "case_ids": e.case_ids}])
+        "households_visited": e.households_visited, "case_ids": e.case_ids, "cadre_kind": e.cadre_kind,
+        "visit_format": e.visit_format, "solved_on_spot": e.solved_on_spot, "suggestions": e.suggestions}])
 
 
 def record_drive(conn: Connection, e: ev.DriveOpened) -> None:

@@ -75,6 +75,10 @@ visits = Table(
     Column("visited_on", Date, nullable=False),
     Column("households_visited", Integer, nullable=False),
     Column("case_ids", JSON, nullable=False),
+    Column("cadre_kind", String(16)),  # migration 0005
+    Column("visit_format", String(16)),
+    Column("solved_on_spot", Integer, nullable=False),
+    Column("suggestions", Integer, nullable=False),
 )
 
 drives = Table(
