@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
 
     report = sub.add_parser("report", help="the bureau's report for a period, from the scoring service")
     report.add_argument("--period", required=True, help="2026, 2026-Q3, 2026-05 or 2026-01-01..2026-03-31")
-    report.add_argument("--format", choices=["md", "json", "csv", "xlsx"], default="md")
+    report.add_argument("--format", choices=["md", "docx", "json", "csv", "xlsx"], default="md",
+                        help="md, docx: the annual report (信访工作总结); json, csv, xlsx: the figures")
     report.add_argument("--out", type=Path, help="write here (default: stdout; xlsx needs --out)")
     report.add_argument("--url", help="scoring's base URL (default: from settings)")
     report.add_argument("--token", help="a clerk's, supervisor's or leader's bearer token (default: XF_TOKEN)")

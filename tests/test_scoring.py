@@ -302,3 +302,37 @@ def test_closing_a_period_freezes_its_figures_and_publishes_the_scorecards(
               if c["rank"] is not None]
     assert scored and not {"supervision_office", "discipline"} & set(scored)
     assert published.period == "2026" and sorted(s.unit for s in published.scores) == sorted(scored)
+
+
+def test_the_annual_report_reads_like_a_bureaus_summary_with_names_its_figures_and_attachments(
+        scoring: TestClient, settings: Settings, history: History) -> None:
+    from docx import Document
+
+    publish_shuffled(settings, history.events)
+    projected(settings, history.events)
+    report = scoring.get("/api/v1/reports/2026").json()
+    f, ch = report["figures"], report["channels"]
+    md = scoring.get("/api/v1/reports/2026/report.md").text
+    assert md.startswith(f"# {DIRECTORY.county.name}信访局2026年信访工作总结")
+    headings = [line for line in md.splitlines() if line.startswith("## ") or line.startswith("### ")]
+    assert headings[:1] == ["## 一、主要工作"] and "## 二、存在的问题" in headings and "## 三、下一步工作打算" in headings
+    assert [h for h in headings if h.startswith("### （")][:4] == [
+        "### （一）坚持源头预防，扎实开展矛盾纠纷排查和领导包案", "### （二）规范受理办理，发挥矛盾纠纷受理室作用",
+        "### （三）拓宽信访渠道，方便群众反映诉求", "### （四）落实目标管理责任制，严格责任追究"]
+    assert "## 附件1：目标管理考核得分表" in md and "## 附件2：责任追究名单" in md
+    assert not re.search(r"[A-Za-z]", md), re.findall(r"[A-Za-z_]+", md)[:10]  # no English, no codes
+    assert f"全年共受理信访事项{f['received']}件，办结{f['closed']}件" in md
+    assert f"矛盾纠纷受理室共受理各类矛盾纠纷{ch['walk_in']['received']}件" in md
+    drives = ch["screening"]["drives"]
+    assert f"共排查出矛盾纠纷{sum(d['disputes'] for d in drives)}件" in md
+    top = next(c for c in report["categories"] if c["code"] != "other")
+    assert f"{top['name']}（{top['received']}件）" in md  # the most frequent matter, by name
+    assert DIRECTORY.units[report["accountability"][0]["unit"]].name in md
+
+    document = Document(io.BytesIO(scoring.get("/api/v1/reports/2026/report.docx").content))
+    text = [p.text for p in document.paragraphs]
+    assert text[0] == f"{DIRECTORY.county.name}信访局2026年信访工作总结" and "一、主要工作" in text
+    assert [c.text for c in document.tables[0].rows[0].cells] == ["类别", "单位", "名次", "得分", "等次", "奖惩"]
+
+    empty = scoring.get("/api/v1/reports/2020/report.md").text  # no case in the period: said in words
+    assert "全年共受理信访事项0件" in empty and "无案件，办结率无从计算" in empty

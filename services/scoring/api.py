@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.scoring import reports, service
+from services.scoring import annual, reports, service
 from services.scoring.service import Scoring
+from shared.forms import MEDIA as FORM_MEDIA
 from shared.http import Guard
 from shared.tokens import Principal
 
@@ -20,8 +21,7 @@ def get_scoring(request: Request) -> Scoring:
 
 
 Ctx = Annotated[Scoring, Depends(get_scoring)]
-MEDIA = {"csv": "text/csv; charset=utf-8", "md": "text/markdown; charset=utf-8",
-         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+MEDIA = {**FORM_MEDIA, "csv": "text/csv; charset=utf-8"}
 
 
 def filters(unit: str | None = None, township: str | None = None, channel: str | None = None,
@@ -52,11 +52,12 @@ def build_router(scoring: Scoring) -> APIRouter:
 
     @r.get("/reports/{period}/report.{fmt}", dependencies=[guard("GET /api/v1/reports/{period}/report.{fmt}")],
            tags=["reports"],
-           summary="The same report as CSV, XLSX or Markdown")
-    def download(period: str, fmt: Literal["csv", "xlsx", "md"], ctx: Ctx, f: Filters) -> Response:
+           summary="The same report as CSV or XLSX (the figures), or the annual report (信访工作总结) as Markdown or DOCX")
+    def download(period: str, fmt: Literal["csv", "xlsx", "md", "docx"], ctx: Ctx, f: Filters) -> Response:
         body = service.report(ctx, period, f)
         ctx.metrics.reports.labels(fmt).inc()
-        content = {"csv": reports.to_csv, "xlsx": reports.to_xlsx, "md": reports.to_markdown}[fmt](body)
+        content = {"csv": reports.to_csv, "xlsx": reports.to_xlsx, "md": annual.to_markdown,
+                   "docx": annual.to_docx}[fmt](body)
         return Response(content, media_type=MEDIA[fmt],
                         headers={"Content-Disposition": f'attachment; filename="report-{period}.{fmt}"'})
 

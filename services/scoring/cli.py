@@ -46,8 +46,8 @@ def report(base_url: str, period: str, fmt: str, out: Path | None, token: str | 
     if out is not None:
         out.write_bytes(answer.content)
         print(f"written to {out}")
-    elif fmt == "xlsx":
-        print("xlsx needs --out FILE", file=sys.stderr)
+    elif fmt in ("xlsx", "docx"):
+        print(f"{fmt} needs --out FILE", file=sys.stderr)
         return 2
     else:
         sys.stdout.write(answer.text)

@@ -66,6 +66,20 @@ def night_visits_by_cadre(facts: list, visits: list[dict]) -> dict:
     return out
 
 
+def category_figures(directory: Directory, facts: list) -> list[dict]:
+    """Cases received and concluded per category, most frequent first (the report's 问题类别)."""
+    out: dict[str, dict] = {}
+    for f in facts:
+        if not domain.is_received(f):
+            continue
+        code = f.category or "other"
+        row = out.setdefault(code, {"code": code, "name": directory.categories[code].name
+                                    if code in directory.categories else code, "received": 0, "closed": 0})
+        row["received"] += 1
+        row["closed"] += domain.is_closed(f)
+    return sorted(out.values(), key=lambda r: (-r["received"], r["code"]))
+
+
 def _as_date(value: object) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
@@ -173,24 +187,3 @@ BREACH_NAMES = {"overdue_past_escalation": "超期未办结经升级督办", "si
 
 def _points(items: list[dict], sign: str) -> str:
     return "；".join(f"{d['metric']} {d['value']} {sign}{d['points']}" for d in items)
-
-
-def to_markdown(body: dict) -> str:
-    lines = [f"# {period_label(body['period'])}信访工作报告", "", body["narrative"], "", "## 考核 scorecards", ""]
-    for group, title in (("townships", "乡镇"), ("departments", "部门")):
-        lines += [f"### {title}", "", "| 名次 | 单位 | 得分 | 等次 | 奖惩 | 扣分 | 加分 |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {c['rank'] or '—'} | {c.get('unit_name', c['unit'])} | {c['score']} | {c['band'] or '案件过少，不评等次'} | "
-                  f"{c.get('consequence') or '—'} | {_points(c['deductions'], '-')} | {_points(c.get('additions', []), '+')} |"
-                  for c in body["scorecards"][group]]
-        lines.append("")
-    supervising = body["scorecards"].get("supervising", [])
-    if supervising:
-        lines += ["### 督办、监督机关（不参与排名）", "", "| 单位 | 受理 | 办结 |", "|---|---|---|"]
-        lines += [f"| {c.get('unit_name', c['unit'])} | {c['figures']['received']} | {c['figures']['closed']} |"
-                  for c in supervising]
-        lines.append("")
-    lines += ["## 责任追究 accountability", ""]
-    lines += [f"- {b['unit_name']}（{BREACH_NAMES.get(b['breach'], b['breach'])}）：第一责任人 "
-              f"{b['principal_leader']['name']}，直接责任人 {b['leader_in_charge']['name']}；"
-              f"处理：{b.get('consequence') or '—'}；案件 {'、'.join(b['cases'])}" for b in body["accountability"]]
-    return "\n".join(lines) + "\n"

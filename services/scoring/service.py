@@ -226,6 +226,8 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
         "channels": reports.channel_figures(facts, visits, drives, start, end),
         "scorecards": scorecards(scoring, facts),
         "accountability": domain.accountability(facts, origins, scoring.directory, scoring.weights.consequences),
+        "categories": reports.category_figures(scoring.directory, facts),
+        "issuer": f"{scoring.directory.county.name}信访局", "county": scoring.directory.county.name,
         "rounding": "rates are shares 0..1; the narrative rounds percentages half-up to one decimal",
     }
     body["narrative"] = reports.narrative(scoring.directory, body)
