@@ -239,7 +239,7 @@ def test_a_rebuild_from_the_stream_gives_identical_figures_rankings_and_accounta
     from services.scoring.app import create_app
     from services.scoring.cli import rebuild
 
-    history = script(DIRECTORY, n=3000, seed=11)  # every kind of event, a few thousand cases
+    history = script(DIRECTORY, n=1500, seed=11)  # every kind of event, some thousands of events
     assert {type(e) for e in history.events} == set(ev.EVENT_TYPES.values()) - {
         ev.ScorecardsPublished, ev.EventRefused, ev.UnitNotified}  # scoring publishes the one, reads none of these
     publish_shuffled(settings, history.events)

@@ -254,6 +254,7 @@ def build_router(sup: Supervision) -> APIRouter:
                       who: Principal = guard("POST /api/v1/meetings/{meeting_id}/decisions/{n}/done")) -> dict:
         return meetings.done(ctx, meeting_id, n, body.note, unit=who.unit)
 
+    # Keep this last: every route above exists in every mode; the ones below only in XF_MODE demo or test.
     if not (sup.settings.time_travel and isinstance(sup.clock, ManualClock)):
         return r  # time travel exists only in XF_MODE demo or test
 
