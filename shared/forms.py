@@ -36,6 +36,19 @@ def form_docx(title: str, fields: Iterable[tuple[str, str]], heading: str = "", 
     return out.getvalue()
 
 
+def add_table(doc, header: Sequence[str], rows: Iterable[Sequence[str]], grid: bool = False):  # noqa: ANN001, ANN201
+    """A table in a python-docx document: the header row, then the rows (every value a string)."""
+    table = doc.add_table(rows=1, cols=len(header))
+    if grid:
+        table.style = "Table Grid"
+    for cell, title in zip(table.rows[0].cells, header):
+        cell.text = title
+    for row in rows:
+        for cell, value in zip(table.add_row().cells, row):
+            cell.text = value
+    return table
+
+
 def table_xlsx(title: str, header: Sequence[str], rows: Iterable[Sequence[object]], sheet: str = "表") -> bytes:
     """A table as a workbook: the title in the first row, the header in the second, then the rows."""
     from openpyxl import Workbook

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 from services.scoring.reports import BREACH_NAMES, CADRE_KINDS, percent, period_label
+from shared.forms import add_table
 
 NUMERALS = "一二三四五六七八九十"
 
@@ -173,13 +174,7 @@ def to_docx(body: dict) -> bytes:
     for title, header, rows in (("附件1：目标管理考核得分表", SCORE_HEADER, scorecard_rows(body)),
                                 ("附件2：责任追究名单", ACCOUNT_HEADER, accountability_rows(body))):
         doc.add_heading(title, level=1)
-        table = doc.add_table(rows=1, cols=len(header))
-        table.style = "Table Grid"
-        for cell, value in zip(table.rows[0].cells, header):
-            cell.text = value
-        for row in rows:
-            for cell, value in zip(table.add_row().cells, row):
-                cell.text = value
+        add_table(doc, header, rows, grid=True)
     doc.add_paragraph("（百分比四舍五入保留一位小数。）")
     out = io.BytesIO()
     doc.save(out)

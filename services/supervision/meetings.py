@@ -13,6 +13,7 @@ from services.supervision import tables
 from services.supervision.service import Supervision
 from shared import events as ev
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.forms import add_table
 from shared.outbox import enqueue
 from shared.policy import CHINA_TZ
 from shared.sequences import allocate
@@ -70,12 +71,8 @@ def minutes_docx(sup: Supervision, m: ev.JointMeetingHeld) -> bytes:
     if m.case_ids:
         doc.add_paragraph("研究信访事项：" + "、".join(m.case_ids))
     doc.add_paragraph("会议议定事项如下：")
-    table = doc.add_table(rows=1, cols=4)
-    for cell, title in zip(table.rows[0].cells, ("序号", "议定事项", "责任单位", "完成时限")):
-        cell.text = title
-    for x in m.decisions:
-        for cell, value in zip(table.add_row().cells, (str(x.n), x.text, d.units[x.unit].name, f"{x.due_on:%Y年%m月%d日}")):
-            cell.text = value
+    add_table(doc, ("序号", "议定事项", "责任单位", "完成时限"),
+              [(str(x.n), x.text, d.units[x.unit].name, f"{x.due_on:%Y年%m月%d日}") for x in m.decisions])
     doc.add_paragraph("各责任单位按时限落实，县信访局督办科跟踪督办。")
     out = io.BytesIO()
     doc.save(out)

@@ -13,6 +13,7 @@ from services.supervision import tables
 from services.supervision.service import Supervision, due_list
 from shared import events as ev
 from shared.errors import FieldError, InvalidInput, NotFound
+from shared.forms import add_table
 from shared.outbox import enqueue
 from shared.policy import CHINA_TZ
 from shared.sequences import allocate
@@ -145,12 +146,7 @@ def assignment_docx(sup: Supervision, office: str, heading: str, notice_no: str,
     doc.add_paragraph(notice_no)
     doc.add_paragraph("各乡镇、县直各单位：")
     doc.add_paragraph(f"经排查，现将下列{len(rows)}件重要信访矛盾纠纷交由县级领导包案、责任单位主办。{demands}")
-    table = doc.add_table(rows=1, cols=len(ASSIGNMENT_COLUMNS))
-    for cell, title in zip(table.rows[0].cells, ASSIGNMENT_COLUMNS):
-        cell.text = title
-    for cells in _assignment_cells(rows):
-        for cell, value in zip(table.add_row().cells, cells):
-            cell.text = value
+    add_table(doc, ASSIGNMENT_COLUMNS, _assignment_cells(rows))
     doc.add_paragraph(f"请各主办单位于{reply_by:%Y年%m月%d日}前将化解情况书面报送{issuer}。")
     doc.add_paragraph(issuer)
     doc.add_paragraph(f"{now.astimezone(CHINA_TZ):%Y年%m月%d日}")
@@ -188,12 +184,7 @@ def render_docx(sup: Supervision, notice_type: str, notice_no: str, overdue: lis
     doc.add_heading(f"{county}信访局{NOTICE_TYPES[notice_type]}", level=1)
     doc.add_paragraph(notice_no)
     doc.add_paragraph(f"下列信访事项已超过办理期限，现予督办。{demands}")
-    table = doc.add_table(rows=1, cols=4)
-    for cell, title in zip(table.rows[0].cells, ("案件编号", "责任单位", "超期环节", "期限")):
-        cell.text = title
-    for values in _rows(sup, overdue):
-        for cell, value in zip(table.add_row().cells, values):
-            cell.text = value
+    add_table(doc, ("案件编号", "责任单位", "超期环节", "期限"), _rows(sup, overdue))
     doc.add_paragraph(f"请于{reply_by:%Y年%m月%d日}前将办理情况书面报送县信访局督办科。")
     doc.add_paragraph(f"{county}信访局")
     out = io.BytesIO()
