@@ -70,6 +70,20 @@ def expected_state(sim: Simulation, case_id: str, end: date, replied_at: datetim
     return {"signed"} if c.signed else {"assigned"}
 
 
+def visit_problems(sim, by_cadre: dict, year: int) -> list[str]:  # noqa: ANN001 - a Simulation
+    """The night visits by cadre kind, as the simulator logged them: visits, 户次, suggestions (the
+    problems and solved depend on the cases made, counted by the report's own rule)."""
+    out = []
+    for kind in ("township_leader", "station_staff"):
+        visits = [v for v in sim.plan.visits if v.kind == kind and v.day.year == year]
+        want = {"visits": len(visits), "households_visited": sum(v.households for v in visits),
+                "suggestions": sum(v.suggestions for v in visits)}
+        got = {k: by_cadre.get(kind, {}).get(k, 0) for k in want}
+        if got != want:
+            out.append(f"report night visits of {kind} = {got}, the simulator logged {want}")
+    return out
+
+
 def own_figures(sim: Simulation, year: int) -> dict[str, int]:
     """The report's figures, as the simulator counts them (scoring's definitions)."""
     mine = [c for c in sim.cases.values() if c.received.year == year]
@@ -192,6 +206,7 @@ async def self_check(sim: Simulation, end: date) -> list[str]:
         for channel, n in Counter(c.channel for c in mine).items():
             if report["channels"][channel]["received"] != n:
                 problems.append(f"report {channel} received = {report['channels'][channel]['received']}, counted {n}")
+        problems += visit_problems(sim, report["channels"]["night_visit"].get("by_cadre", {}), year)
     finally:
         await http.aclose()
     # 不再受理: every petition on a re-reviewed matter was refused, naming the final case.

@@ -226,7 +226,9 @@ class Simulation:
         while True:
             status, answer = await self._try("intake", "/api/v1/visits", {
                 "cadre_name": "驻村干部", "cadre_unit": v.township, "township": v.township, "village": v.village,
-                "visited_on": day.isoformat(), "households_visited": v.households, "problems": problems},
+                "visited_on": day.isoformat(), "households_visited": v.households, "problems": problems,
+                "cadre_kind": v.kind, "visit_format": v.fmt, "solved_on_spot": v.solved_on_spot,
+                "suggestions": v.suggestions},
                 key=f"sim{self.seed}-visit-{day}-{len(problems)}")
             if status == 409 and answer.get("reason") == "not_accepted_again" and "problem" in answer:
                 self._refused_again(answer, None)  # the visit is logged without that problem
