@@ -328,6 +328,9 @@ def test_the_annual_report_reads_like_a_bureaus_summary_with_names_its_figures_a
     top = next(c for c in report["categories"] if c["code"] != "other")
     assert f"{top['name']}（{top['received']}件）" in md  # the most frequent matter, by name
     assert DIRECTORY.units[report["accountability"][0]["unit"]].name in md
+    slow = re.search(r"部分单位办理进度偏慢，(.*?)，低于全县([\d.]+)%的平均水平", md)
+    assert slow and slow[2] == f"{f['closure_rate'] * 100:.1f}"
+    assert all(float(x) < float(slow[2]) for x in re.findall(r"办结率([\d.]+)%", slow[1]))  # only those below it
 
     document = Document(io.BytesIO(scoring.get("/api/v1/reports/2026/report.docx").content))
     text = [p.text for p in document.paragraphs]

@@ -81,10 +81,13 @@ def problems(body: dict) -> list[str]:
     out = []
     cards = [c for group in ("townships", "departments") for c in body["scorecards"].get(group, [])
              if c.get("band") and c["figures"].get("closure_rate") is not None]
-    slow = sorted(cards, key=lambda c: (c["figures"]["closure_rate"], c["unit"]))[:3]
-    if slow and slow[0]["figures"]["closure_rate"] < 1:
+    overall = body["figures"]["closure_rate"]
+    slow = sorted((c for c in cards if overall is not None and c["figures"]["closure_rate"] < overall),
+                  key=lambda c: (c["figures"]["closure_rate"], c["unit"]))[:3]
+    if slow:  # below the county's own rate, never a unit that concluded everything
         out.append("部分单位办理进度偏慢，" + "、".join(
-            f"{c['unit_name']}{_rate(c['figures']['closure_rate'])}" for c in slow) + "，低于全县平均水平。")
+            f"{c['unit_name']}{_rate(c['figures']['closure_rate'])}" for c in slow)
+            + f"，低于全县{percent(overall)}%的平均水平。")
     top = [c for c in body.get("categories", []) if c["received"] and c["code"] != "other"][:3]
     if top:
         out.append("矛盾纠纷集中在" + "、".join(f"{c['name']}（{c['received']}件）" for c in top) + "等方面，源头治理仍需加强。")
