@@ -8,7 +8,8 @@ from collections.abc import Iterable, Sequence
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-MEDIA = {"docx": DOCX, "xlsx": XLSX, "md": "text/markdown; charset=utf-8", "txt": "text/plain; charset=utf-8"}
+MEDIA = {"docx": DOCX, "xlsx": XLSX, "md": "text/markdown; charset=utf-8", "csv": "text/csv; charset=utf-8",
+         "txt": "text/plain; charset=utf-8"}
 
 CHANNEL_NAMES = {"walk_in": "来访(受理室)", "letter": "来信", "phone": "来电", "online": "网上信访",
                  "delegated": "代办", "night_visit": "夜访", "screening": "排查", "referral": "上级交办"}
@@ -66,7 +67,7 @@ def table_xlsx(title: str, header: Sequence[str], rows: Iterable[Sequence[object
 
 
 def attachment(body: bytes | str, name: str, kind: str):  # noqa: ANN201 - a fastapi Response
-    """A file to download (``name.kind``: docx, xlsx, md or txt); a Chinese name as RFC 6266's
+    """A file to download (``name.kind``: docx, xlsx, md, csv or txt); a Chinese name as RFC 6266's
     ``filename*`` (UTF-8), with an ASCII ``filename`` for older clients."""
     from urllib.parse import quote
 

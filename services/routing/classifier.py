@@ -296,6 +296,7 @@ class Classifier:
         self.model = self.base
         self.source = source
         self._lock = threading.Lock()
+        self._last: tuple[tuple[str, str], Counter[str]] | None = None  # the last text's features
 
     # --- training ---
 
@@ -363,13 +364,23 @@ class Classifier:
     def guess(self, title: str, content: str) -> Guess:
         self.refresh()
         model = self.model
-        features = self.features.of(title, content, self.params.title_weight)
+        features = self._features_of(title, content)
         hits = sum(int(n) for f, n in features.items() if f in model.bayes.vocabulary)
         return Guess(softmax(model.bayes.scores(features), model.beta), hits)
 
     def accusation_probability(self, title: str, content: str) -> float:
         """The calibrated probability that the text accuses a unit's officials (:class:`AccusationModel`)."""
-        return round(self.accusation.probability(self.features.of(title, content, self.params.title_weight)), 3)
+        return round(self.accusation.probability(self._features_of(title, content)), 3)
+
+    def _features_of(self, title: str, content: str) -> Counter[str]:
+        """A text's features, segmented once for the category and the accusation models (routing asks
+        both of one case, one after the other)."""
+        last = self._last
+        if last is not None and last[0] == (title, content):
+            return last[1]
+        features = self.features.of(title, content, self.params.title_weight)
+        self._last = ((title, content), features)  # one assignment: a replica's threads see either
+        return features
 
     def classify(self, title: str, content: str, min_hits: int = 1) -> tuple[str | None, float, int]:
         """(category, confidence, hits): the most probable category and its calibrated probability;

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import io
 
-from services.scoring.reports import BREACH_NAMES, CADRE_KINDS, percent, period_label
+from services.scoring.reports import BREACH_NAMES, by_cadre_sentence, percent, period_label
 from shared.forms import add_table
 
 NUMERALS = "一二三四五六七八九十"
@@ -44,17 +44,10 @@ def main_work(body: dict) -> list[tuple[str, list[str]]]:
             f"{_rate(dg['closure_rate'])}。",
             f"坚持驻村夜访，共走访群众{nv['households_visited']}户次，收集问题{nv['problems'] + nv.get('solved_on_spot', 0)}件，"
             f"解决{nv['solved'] + nv.get('solved_on_spot', 0)}件，收集意见建议{nv.get('suggestions', 0)}条。"
-            + _by_cadre(nv.get("by_cadre", {}))]),
+            + by_cadre_sentence(nv.get("by_cadre", {}))]),
         ("落实目标管理责任制，严格责任追究", [_responsibility(body)]),
     ]
     return parts
-
-
-def _by_cadre(by_cadre: dict) -> str:
-    """其中乡镇领导夜访…；驻站人员夜访…。 (visits whose cadre was not recorded are not split out)"""
-    said = [f"{CADRE_KINDS[k]}夜访{x['households_visited']}户次，收集问题{x['problems']}件，解决{x['solved']}件，"
-            f"收集意见建议{x['suggestions']}条" for k, x in by_cadre.items() if k != "unrecorded"]
-    return f"其中{'；'.join(said)}。" if said else ""
 
 
 def _responsibility(body: dict) -> str:

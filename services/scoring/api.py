@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.scoring import annual, reports, service
 from services.scoring.service import Scoring
-from shared.forms import MEDIA as FORM_MEDIA
+from shared.forms import attachment
 from shared.http import Guard
 from shared.tokens import Principal
 
@@ -21,7 +21,6 @@ def get_scoring(request: Request) -> Scoring:
 
 
 Ctx = Annotated[Scoring, Depends(get_scoring)]
-MEDIA = {**FORM_MEDIA, "csv": "text/csv; charset=utf-8"}
 
 
 def filters(unit: str | None = None, township: str | None = None, channel: str | None = None,
@@ -58,8 +57,7 @@ def build_router(scoring: Scoring) -> APIRouter:
         ctx.metrics.reports.labels(fmt).inc()
         content = {"csv": reports.to_csv, "xlsx": reports.to_xlsx, "md": annual.to_markdown,
                    "docx": annual.to_docx}[fmt](body)
-        return Response(content, media_type=MEDIA[fmt],
-                        headers={"Content-Disposition": f'attachment; filename="report-{period}.{fmt}"'})
+        return attachment(content, f"report-{period}", fmt)
 
     @r.get("/scorecards/{period}", dependencies=[guard("GET /api/v1/scorecards/{period}")], tags=["reports"])
     def scorecards(period: str, ctx: Ctx) -> dict:

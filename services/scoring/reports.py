@@ -66,6 +66,13 @@ def night_visits_by_cadre(facts: list, visits: list[dict]) -> dict:
     return out
 
 
+def by_cadre_sentence(by_cadre: dict) -> str:
+    """其中乡镇领导夜访…；驻站人员夜访…。 (visits whose cadre was not recorded are not split out)"""
+    said = [f"{CADRE_KINDS[k]}夜访{x['households_visited']}户次，收集问题{x['problems']}件，解决{x['solved']}件，"
+            f"收集意见建议{x['suggestions']}条" for k, x in by_cadre.items() if k != "unrecorded"]
+    return f"其中{'；'.join(said)}。" if said else ""
+
+
 def category_figures(directory: Directory, facts: list) -> list[dict]:
     """Cases received and concluded per category, most frequent first (the report's 问题类别)."""
     out: dict[str, dict] = {}
@@ -116,8 +123,7 @@ def narrative(directory: Directory, body: dict) -> str:
         f"办结率达到{percent(dg['closure_rate'])}%。",
         f"开展驻村夜访{nv['visits']}次，走访群众{nv['households_visited']}户，收集问题{nv['problems']}件，"
         f"解决{nv['solved']}件。",
-        *(f"其中{CADRE_KINDS[k]}夜访{x['households_visited']}户次，收集问题{x['problems']}件，解决{x['solved']}件，"
-          f"收集意见建议{x['suggestions']}条。" for k, x in nv["by_cadre"].items() if k != "unrecorded"),
+        by_cadre_sentence(nv["by_cadre"]),
         f"开展矛盾纠纷排查{len(drives)}次，排查出矛盾纠纷{sum(d['disputes'] for d in drives)}件，"
         f"其中确定为重要信访件并实行领导包案{sum(d['important'] for d in drives)}件。",
         f"超期件{f['ever_overdue']}件，群众满意率{percent(f['satisfaction_rate'])}%，复查{f['reviews']}件、"

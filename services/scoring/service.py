@@ -249,18 +249,22 @@ SUPERVISING = "supervising"
 def scorecards(scoring: Scoring, facts: list[domain.CaseFacts]) -> dict[str, list[dict]]:
     """Every scored unit's card, ranked among townships and among departments; then the supervising
     bodies, unranked. Each card counts what was charged to the unit on any case (domain.charged)."""
-    out = {}
-    for group, kinds in (*GROUPS.items(), (SUPERVISING, ("office",))):
-        units = {code: [] for code, u in scoring.directory.units.items() if u.kind in kinds}
+    def led_by(kinds: tuple[str, ...]) -> dict[str, list[domain.CaseFacts]]:
+        units = {code: [] for code, u in sorted(scoring.directory.units.items()) if u.kind in kinds}
         for f in facts:
             if f.lead_unit in units:
                 units[f.lead_unit].append(f)
-        cards = [{**domain.scorecard(code, domain.unit_figures(code, fs, facts), scoring.weights),
-                  "unit_name": scoring.directory.units[code].name} for code, fs in units.items()]
-        if group == SUPERVISING:
-            cards = [{**c, "score": None, "band": None, "outcome": "none", "consequence": "", "rank": None,
-                      "deductions": [], "additions": []} for c in sorted(cards, key=lambda c: c["unit"])]
-        out[group] = cards if group == SUPERVISING else domain.rank(cards)
+        return units
+
+    def named(code: str) -> dict:
+        return {"unit": code, "unit_name": scoring.directory.units[code].name}
+
+    out = {group: domain.rank([{**domain.scorecard(code, domain.unit_figures(code, fs, facts), scoring.weights),
+                                **named(code)} for code, fs in led_by(kinds).items()])
+           for group, kinds in GROUPS.items()}
+    out[SUPERVISING] = [{**named(code), "figures": domain.unit_figures(code, fs, facts), "score": None, "rank": None,
+                         "band": None, "outcome": "none", "consequence": "", "deductions": [], "additions": []}
+                        for code, fs in led_by(("office",)).items()]
     return out
 
 

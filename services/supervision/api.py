@@ -98,10 +98,6 @@ class ProgressQuery(_In):
     query_code: Annotated[str, Field(min_length=4, max_length=16)]
 
 
-def _download(body: bytes | str, name: str, kind: str) -> Response:
-    return attachment(body, name, kind)
-
-
 class ClockAdvance(_In):
     days: Annotated[int, Field(ge=0, le=3660)] = 0
     hours: Annotated[int, Field(ge=0, le=24 * 3660)] = 0
@@ -171,7 +167,7 @@ def build_router(sup: Supervision) -> APIRouter:
     def case_document(case_id: str, doc_id: str, kind: Literal["txt", "docx"], ctx: Ctx,
                       who: Principal = guard("GET /api/v1/cases/{case_id}/documents/{doc_id}.{kind}")) -> Response:
         service.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)
-        return _download(service.document_of(ctx, case_id, doc_id, kind), doc_id, kind)
+        return attachment(service.document_of(ctx, case_id, doc_id, kind), doc_id, kind)
 
     @r.post("/notices", status_code=201, tags=["notices"],
             summary="Issue a numbered notice: 督办通知 listing overdue cases, or 交办通知 handing out leader cases")
@@ -193,7 +189,7 @@ def build_router(sup: Supervision) -> APIRouter:
     @r.get("/notices/{notice_id}/document.{kind}", dependencies=[guard("GET /api/v1/notices/{notice_id}/document.{kind}")],
            tags=["notices"], summary="The notice as Markdown (md) or Word (docx)")
     def document(notice_id: str, kind: Literal["md", "docx"], ctx: Ctx) -> Response:
-        return _download(notices.notice_document(ctx, notice_id, kind), notice_id, kind)
+        return attachment(notices.notice_document(ctx, notice_id, kind), notice_id, kind)
 
     @r.post("/notices/{notice_id}/replies", tags=["notices"],
             summary="Record a unit's reply to a notice (a unit token: its own reply)")
@@ -217,7 +213,7 @@ def build_router(sup: Supervision) -> APIRouter:
     def progress_document(doc_id: str, body: ProgressQuery, ctx: Ctx, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
         service.resident_progress(ctx, body.case_id, body.query_code, client)  # the same checks and limits
-        return _download(service.document_of(ctx, body.case_id, doc_id, "docx"), doc_id, "docx")
+        return attachment(service.document_of(ctx, body.case_id, doc_id, "docx"), doc_id, "docx")
 
     @r.post("/sweep", dependencies=[guard("POST /api/v1/sweep")], tags=["deadlines"], summary="Sweep the deadlines now")
     async def sweep(ctx: Ctx) -> dict:
@@ -246,7 +242,7 @@ def build_router(sup: Supervision) -> APIRouter:
     @r.get("/meetings/{meeting_id}/minutes.docx", dependencies=[guard("GET /api/v1/meetings/{meeting_id}/minutes.docx")],
            tags=["meetings"], summary="会议纪要 (DOCX)")
     def minutes(meeting_id: str, ctx: Ctx) -> Response:
-        return _download(meetings.minutes(ctx, meeting_id), f"{meeting_id}-会议纪要", "docx")
+        return attachment(meetings.minutes(ctx, meeting_id), f"{meeting_id}-会议纪要", "docx")
 
     @r.post("/meetings/{meeting_id}/decisions/{n}/done", tags=["meetings"],
             summary="A decision carried out (落实): a unit token reports its own")
