@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: up test faults lint install clean
+.PHONY: up test faults fuzz lint install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "xinfang needs Python 3.11 or newer")'
@@ -24,6 +24,11 @@ test: install
 # (with XF_TEST_POSTGRES_URL) PostgreSQL; prints each fault's recovery time.
 faults: install
 	$(BIN)/python -m pytest tests/faults
+
+# schemathesis against every service's OpenAPI schema, each a real process (SQLite, and PostgreSQL with
+# XF_TEST_POSTGRES_URL): no 5xx, every answer as documented. XF_FUZZ_EXAMPLES per operation (25).
+fuzz: install
+	$(BIN)/python -m pytest tests/fuzz
 
 lint: install
 	$(BIN)/ruff check .

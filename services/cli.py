@@ -99,7 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--scale", type=float, default=1.0, help="multiply the county's volumes")
     sim.add_argument("--days", type=int, default=365, help="days of filing (a shortened year for tests)")
-    sim.add_argument("--extra-days", type=int, default=60, help="days after, for cases to finish")
+    sim.add_argument("--extra-days", type=int, default=0, help=(
+        "days played after the filing days, for cases to finish (0: the report is written at the year's end, "
+        "as a bureau writes its annual summary)"))
     sim.add_argument("--keep", type=Path, help="keep the system's data in this folder")
 
     api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.command == "up" and args.demo:
         from services.simulator.cli import simulate
-        return simulate(settings, 1, 1.0, 365, 60, settings.data_dir / "demo", stay_up=True)
+        return simulate(settings, 1, 1.0, 365, 0, settings.data_dir / "demo", stay_up=True)
     if args.command == "up":
         return runtime.up(settings)
     if args.command == "run":
@@ -147,8 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "import":
         from services.intake.cli import import_file
         token = args.token or os.environ.get("XF_TOKEN")
+        from services.intake.importer import Limits
         return import_file(args.file, args.drive, args.url or settings.base_url("intake"), token, args.chunk,
-                           args.errors or args.file.with_name(args.file.name + ".errors.csv"))
+                           args.errors or args.file.with_name(args.file.name + ".errors.csv"),
+                           Limits(settings.import_max_rows, settings.import_max_unzipped_bytes))
     if args.command == "tail":
         import asyncio
         try:

@@ -154,6 +154,16 @@ def _broker(readers: dict[str, list[str]]) -> NatsBroker:
 
     broker.publisher("_INBOX.>", schema=ev.TimelineAnswer, title="TimelineAnswer",
                      description="Supervision's answer, on the requester's own reply inbox.")
+
+    @broker.subscriber(subjects.RESIDENT_STEP_QUERY, title="ResidentStepQuery", description=(
+        "Core NATS request-reply, not stored: intake asks supervision whether a resident's feedback or review "
+        "request fits the case now, before it records it. One supervision replica answers (queue group "
+        "`supervision`)."))
+    async def resident_step(query: ev.ResidentStepQuery) -> ev.ResidentStepAnswer:
+        """Docs only."""
+
+    broker.publisher("_INBOX.>", schema=ev.ResidentStepAnswer, title="ResidentStepAnswer",
+                     description="Supervision's answer, on intake's own reply inbox.")
     broker.publisher(subjects.DEAD_LETTER, schema=DeadLetterPayload, title="DeadLetter", description=(
         "Messages a service's consumer could not apply (undecodable, forged, naming unknown codes, or failing "
         "every retry), with the error in the headers, in the stream DEADLETTER. When a unit published it, the "
@@ -172,7 +182,7 @@ def _complete(doc: dict, eaters: dict[str, list[type[ev.Event]]]) -> dict:
         params = {p: v for p, v in parameters.items() if f"{{{p}}}" in (channel.get("address") or "")}
         if params:
             channel["parameters"] = params
-    for name in ("AssignmentQuery", "TimelineQuery"):
+    for name in ("AssignmentQuery", "TimelineQuery", "ResidentStepQuery"):
         answer = name.replace("Query", "Answer")
         doc["channels"][answer]["address"] = None  # the requester's inbox, made per request
         del doc["channels"][answer]["bindings"], doc["operations"][answer]
@@ -183,6 +193,7 @@ def _complete(doc: dict, eaters: dict[str, list[type[ev.Event]]]) -> dict:
     doc["operations"]["DepartmentInbox"]["summary"] = "A unit receives every event about its own cases."
     doc["operations"]["AssignmentQuery"]["summary"] = "Routing receives a unit's question and replies."
     doc["operations"]["TimelineQuery"]["summary"] = "Supervision receives a unit's question and replies."
+    doc["operations"]["ResidentStepQuery"]["summary"] = "Supervision receives intake's question and replies."
     doc["operations"]["DeadLetter"]["summary"] = f"Sent by the consumer that gave up: {', '.join(sorted(eaters))}."
     for service, types in eaters.items():
         for cls in types:

@@ -153,6 +153,7 @@ class Bus:
         self.js: JetStreamContext | None = None
         self._ready = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
 
     @property
@@ -160,7 +161,20 @@ class Bus:
         return self.nc is not None and self.nc.is_connected and self._ready.is_set()
 
     def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._connect_forever())
+
+    def ask(self, subject: str, payload: bytes, timeout: float = 2.0) -> bytes | None:
+        """A core NATS request from a worker thread (a synchronous route): the reply's data, or None
+        when NATS is down or nobody answered in time."""
+        if not self.connected or self.loop is None:
+            return None
+        future = asyncio.run_coroutine_threadsafe(self.nc.request(subject, payload, timeout=timeout), self.loop)
+        try:
+            return future.result(timeout + 1).data
+        except Exception:  # noqa: BLE001 - no responders, a timeout, a closed connection: no answer
+            future.cancel()
+            return None
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(self._ready.wait(), timeout)

@@ -171,13 +171,13 @@ class ConfigDoc:
 
     path: Path
     data: Any
-    node: yaml.Node | None
+    text: str
 
     @classmethod
     def read(cls, path: Path, needed_by: str = "") -> ConfigDoc:
         try:
             text = path.read_text(encoding="utf-8")
-            return cls(path, yaml.safe_load(text), yaml.compose(text))
+            return cls(path, yaml.load(text, Loader=_LOADER), text)
         except FileNotFoundError:
             raise ConfigError(f"{path}: missing{needed_by}") from None
         except yaml.YAMLError as exc:
@@ -192,8 +192,17 @@ class ConfigDoc:
             err = exc.errors()[0]
             self.fail(((top,) if top else ()) + tuple(err["loc"]), err["msg"].removeprefix("Value error, "))
 
+    @property
+    def node(self) -> yaml.Node | None:
+        """The node tree with line numbers: composed only when an error needs a line."""
+        return yaml.compose(self.text, Loader=_LOADER)
+
     def fail(self, loc: tuple, message: str) -> NoReturn:
         raise ConfigError(f"{self.path}:{yaml_line(self.node, loc)}: {dotted(loc)}: {message}")
+
+
+# libyaml's loader where PyYAML was built with it (a county's directory is a few thousand lines).
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def load_directory(config_dir: Path | str) -> Directory:

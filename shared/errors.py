@@ -49,3 +49,12 @@ def pydantic_field_errors(errors: list[dict]) -> list[FieldError]:
             name += f"[{p}]" if isinstance(p, int) else (f".{p}" if name else str(p))
         fields.append(FieldError(field=name or "body", message=e.get("msg", "invalid").removeprefix("Value error, ")))
     return fields
+
+
+@dataclass
+class Unavailable(Exception):
+    """Something this request depends on cannot answer now (503 with ``Retry-After``); nothing was changed."""
+
+    message: str
+    retry_after: int = 5
+    details: dict = field(default_factory=dict)  # e.g. the report of an import that stopped

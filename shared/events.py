@@ -420,8 +420,9 @@ class CaseReplied(UnitCaseEvent):
     subject_template: ClassVar[str] = subjects.REPLIED
     published_by: ClassVar[str] = "department"
     type: Literal["CaseReplied"] = Field("CaseReplied", description=_TYPE)
-    result: Literal["resolved", "partly_resolved", "not_supported", "explained"] = Field(description=(
-        "resolved (已解决), partly_resolved (部分解决), not_supported (不予支持) or explained (解释说明)."))
+    result: Literal["resolved", "mediated", "partly_resolved", "not_supported", "explained"] = Field(description=(
+        "resolved (已解决), mediated (达成调解协议), partly_resolved (部分解决), not_supported (不予支持) or "
+        "explained (解释说明)."))
     text: str = Field(description="The reply to the resident (答复意见).")
     review_outcome: Literal["upheld", "changed", "revoked"] | None = Field(None, description=(
         "A reviewing body's opinion only: upheld (维持), changed (变更) or revoked (撤销) the opinion reviewed."))
@@ -516,7 +517,8 @@ class CaseArchived(CaseEvent):
 
 
 class SupervisionNoticeIssued(Event):
-    """督办通知, numbered per year and notice type, e.g. 〔2026〕3号."""
+    """督办通知 (numbered per year and notice type, 〔2026〕3号) and 交办通知 (numbered per issuing office
+    and year with its prefix, 青信联办发〔2026〕1号)."""
 
     subject_template: ClassVar[str] = subjects.NOTICE_ISSUED
     published_by: ClassVar[str] = "supervision"
@@ -690,6 +692,28 @@ class TimelineAnswer(BaseModel):
         "the request was not {\"case_id\": \"...\"}."))
     reason: str | None = Field(None, description="The same, in words.")
     timeline: list[TimelineEntry] = Field([], description="Every event of the case, in the order it counts.")
+
+
+class ResidentStepQuery(BaseModel):
+    """Request on ``resident_step.intake``: may the resident take this step on the case now? Intake
+    asks before it records feedback or a review request, so a step asked too early or after the
+    matter is final is refused at once and the resident's right is not used up."""
+
+    model_config = ConfigDict(extra="ignore")
+    case_id: str = Field(min_length=1, max_length=32, description="The case number.")
+    step: Literal["feedback", "review", "re_review"] = Field(description=(
+        "feedback (评价 of the latest opinion), review (复查) or re_review (复核)."))
+
+
+class ResidentStepAnswer(BaseModel):
+    """Supervision's reply to a :class:`ResidentStepQuery`, from the case's lifecycle (the same fold
+    that would apply or refuse the event)."""
+
+    case_id: str | None = Field(None, description="The case asked about (absent when the request was malformed).")
+    known: bool = Field(description="False when supervision has not received the case (yet).")
+    allowed: bool = Field(description="True when the step fits the case now.")
+    reason: str = Field("", description="Why not, in words.")
+    state: str | None = Field(None, description="The case's state (assigned, accepted, replied, closed…).")
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from urllib.parse import unquote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,12 +15,23 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy.exc import DBAPIError, OperationalError
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared import access, asyncapi
-from shared.errors import Conflict, FieldError, InvalidInput, NotFound, TooManyAttempts, pydantic_field_errors
+from shared.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    TooManyAttempts,
+    Unavailable,
+    pydantic_field_errors,
+)
 from shared.metrics import ServiceMetrics
+from shared.text import control_problem
 from shared.tokens import Principal
 
 log = logging.getLogger(__name__)
@@ -34,6 +46,9 @@ def error_body(error: str, message: str, fields: list[FieldError] | None = None,
 
 
 BodyRules = Callable[[str, object], list[FieldError]]
+HTTP_ERRORS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "body_too_large",
+               415: "unsupported_media_type", 422: "invalid_input", 429: "too_many_attempts"}
 DB_RETRY_AFTER_S = 5
 
 
@@ -89,6 +104,29 @@ def install_error_handlers(app: FastAPI, body_rules: BodyRules | None = None) ->
             "database_unavailable", "the database is busy or unreachable; retry after the given seconds with the "
             "same Idempotency-Key (a request that was stored is answered as it was)",
             retry_after=DB_RETRY_AFTER_S), status_code=503, headers={"Retry-After": str(DB_RETRY_AFTER_S)})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Every other 4xx (no such route, a method the route does not take, a body FastAPI cannot
+        read: malformed UTF-8, JSON nested past the parser's depth) in the one documented shape."""
+        code = HTTP_ERRORS.get(exc.status_code, "bad_request" if exc.status_code < 500 else "server_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DataError)
+    async def _unstorable(_request: Request, exc: DataError) -> JSONResponse:
+        """A value the database cannot store (the input checks refuse what they know of: control
+        characters, NUL): 422, nothing changed, never a 500."""
+        log.warning("value refused by the database", extra={"fields": {"error": type(exc.orig).__name__}})
+        return JSONResponse(error_body("invalid_input", "a value cannot be stored; nothing was changed",
+                                       [FieldError("body", "contains a value the database cannot store")]),
+                            status_code=422)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable_now(_request: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse(error_body("unavailable", exc.message, retry_after=exc.retry_after, **exc.details),
+                            status_code=503,
+                            headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(TooManyAttempts)
     async def _too_many(_request: Request, exc: TooManyAttempts) -> JSONResponse:
@@ -177,6 +215,12 @@ class RequestGuard:
         return self._rule(scope)[0]
 
     def _refusal(self, scope):  # noqa: ANN001, ANN202
+        for part, value in (("path", scope.get("path", "")), ("query", unquote(scope.get("query_string", b"").decode(
+                "latin-1")))):
+            problem = control_problem(value)
+            if problem:
+                return JSONResponse(error_body("invalid_input", "some fields are invalid; nothing was changed",
+                                               [FieldError(part, problem)]), status_code=400)
         if not self._has_body(scope):
             return None  # nothing to type-check: e.g. POST …/close
         length = self._header(scope, "content-length")
@@ -198,6 +242,51 @@ def _too_large(limit: int) -> JSONResponse:
                                    [FieldError("body", f"at most {limit} bytes")]), status_code=413)
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="The failing field: resident.id_number, rows[3].values, file, header…")
+    message: str
+    valid: list[str] | None = Field(None, description="The accepted codes, where there are few enough to list")
+    see: str | None = Field(None, description="Where the accepted codes are listed, where there are many")
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx of every service has this shape (README, "Errors")."""
+
+    model_config = ConfigDict(extra="allow")  # e.g. retry_after, final_case, reason, report
+    error: str = Field(description="invalid_input, malformed_json, conflict, not_found, unauthorized, forbidden, "
+                                   "too_many_attempts, unavailable, database_unavailable, body_too_large…")
+    message: str
+    fields: list[FieldProblem] | None = None
+
+
+def document_errors(app: FastAPI) -> None:
+    """The app's OpenAPI gives every route's 422 (and 4xx, 5xx) as :class:`ErrorBody`, the shape the
+    handlers above answer with, instead of FastAPI's ``HTTPValidationError``."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+            schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schemas["ErrorBody"].pop("$defs", {}))
+            schemas.pop("HTTPValidationError", None)
+            schemas.pop("ValidationError", None)
+            error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+            for operations in doc.get("paths", {}).values():
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    for code, response in list(responses.items()):
+                        if code.startswith(("4", "5")):
+                            response["content"] = error
+                    responses.setdefault("4XX", {"description": "Refused: the documented error body", "content": error})
+                    responses.setdefault("5XX", {"description": "Unavailable: the documented error body",
+                                                 "content": error})
+            app.openapi_schema = doc
+        return app.openapi_schema
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[], Awaitable[dict]],
                    *, max_body: int, large_bodies: dict[str, tuple[int, str]] | None = None,
                    body_rules: BodyRules | None = None) -> None:
@@ -205,6 +294,7 @@ def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[]
     ``max_body`` bytes of JSON (uploads, import chunks)."""
     install_error_handlers(app, body_rules)
     install_auth_errors(app)
+    document_errors(app)
 
     app.add_middleware(RequestGuard, metrics=metrics, max_body=max_body, large_bodies=large_bodies)
 

@@ -47,7 +47,10 @@ HASHES = "hashes.json"  # user → bcrypt hash (and a SHA-256 of the password, t
 BCRYPT_COST = 11  # what `nats server passwd` uses; the passwords are 256-bit random anyway
 API = "$JS.API"
 # The request subjects each service answers (core request-reply; shared/bus.py Responder).
-ANSWERS: dict[str, tuple[str, ...]] = {"routing": (subjects.ASSIGNMENT_QUERY,), "supervision": (subjects.TIMELINE_QUERY,)}
+ANSWERS: dict[str, tuple[str, ...]] = {"routing": (subjects.ASSIGNMENT_QUERY,),
+                                        "supervision": (subjects.TIMELINE_QUERY, subjects.RESIDENT_STEP_QUERY)}
+# The requests a service sends to another (core NATS request-reply).
+ASKS: dict[str, tuple[str, ...]] = {"intake": (subjects.RESIDENT_STEP_QUERY,)}
 # scoring's rebuild (`xinfang scoring rebuild`) replays the stream through a consumer of this name.
 REBUILD_CONSUMER = "scoring_rebuild"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -104,7 +107,8 @@ def service_permissions(service: str, stream: str) -> dict:
     user = service_user(service)
     events = {subjects.wildcard(c.subject_template) for c in ev.EVENT_TYPES.values() 
               if c.published_by == service or service in c.relayed_by}
-    publish = [*events, subjects.wildcard(subjects.REFUSED), subjects.DEAD_LETTER.format(service=service),
+    publish = [*events, *ASKS.get(service, ()), subjects.wildcard(subjects.REFUSED),
+               subjects.DEAD_LETTER.format(service=service),
                f"{API}.STREAM.INFO.{stream}", f"{API}.STREAM.INFO.{subjects.DEAD_LETTER_STREAM}",
                *_consumer_api(stream, service)]
     if service == "scoring":

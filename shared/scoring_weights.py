@@ -14,8 +14,8 @@ RATE_METRICS = {"closure_rate", "on_time_closure_rate", "satisfaction_rate"}
 # holds the case; returns (an approved objection) is no fault of the unit that receives the case.
 COUNT_METRICS = {"ever_overdue", "open_overdue", "escalated_overdue", "reviews", "re_reviews", "returns",
                  "objections_rejected", "reviews_changed", "repeat", "extensions", "review_overdue",
-                 # what may earn points (more_is_better): 积案化解, 按期办结
-                 "backlog_resolved", "closed_on_time",
+                 # what may earn points (more_is_better): 积案化解, 按期办结, 调解协议
+                 "backlog_resolved", "closed_on_time", "mediated",
                  # what arises from a unit's area (a township's): 越级访, 集体访
                  "escalated_from_area", "collective_from_area"}
 
@@ -55,6 +55,9 @@ class Weights(_Model):
     min_cases: int = Field(0, ge=0)
     # 责任追究: the consequence of each breach in the accountability list (约谈, 通报批评, 一票否决…)
     consequences: dict[str, str] = {}
+    # 一票否决: an event that puts a unit in the lowest band whatever its score, and what it brings
+    # (mass_incident: a 群体性事件 in the township's area, as a joint meeting on it records)
+    veto: dict[Literal["mass_incident"], str] = {}
 
 
 def load_weights(config_dir: Path | str) -> Weights:

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     repeat_window_days: int = 180
     repeat_similarity: float = Field(0.5, ge=0.0, le=1.0)
     import_chunk_rows: int = Field(500, ge=1, le=2000)
+    # A drive file: at most this many rows, this many bytes unpacked (an XLSX), and row errors listed.
+    import_max_rows: int = Field(100_000, ge=1)
+    import_max_unzipped_bytes: int = Field(200 * 1024 * 1024, ge=1)
+    import_max_errors: int = Field(500, ge=1)
+    # How long intake waits for supervision to say whether a resident's feedback or review fits the case.
+    resident_step_timeout_s: float = Field(2.0, gt=0)
 
     # How long a transaction waits for a database lock, a pooled connection or a new connection
     # before it gives up: an HTTP request then answers 503 with Retry-After, a consumer retries.

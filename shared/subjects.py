@@ -48,6 +48,8 @@ DEAD_LETTER_SUBJECTS = ["deadletter.>"]
 # whether a case is assigned to it, and supervision for the timeline of a case it holds or held.
 ASSIGNMENT_QUERY = "routing.assignment.{unit}"
 TIMELINE_QUERY = "timeline.{unit}"
+# Intake asks supervision whether a resident's step fits the case now.
+RESIDENT_STEP_QUERY = "resident_step.intake"
 
 
 def for_unit(unit: str) -> str:

@@ -6,9 +6,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, FastAPI
-from pydantic import AwareDatetime, BaseModel
+from fastapi_offline import FastAPIOffline
+from pydantic import AwareDatetime, BaseModel, Field, field_validator
 from sqlalchemy import Table, text
 
 from shared.bus import Bus
@@ -26,7 +29,14 @@ log = logging.getLogger(__name__)
 
 
 class SetClock(BaseModel):
-    now: AwareDatetime
+    now: Annotated[AwareDatetime, Field(description="The new time, forward only, before 2100")]
+
+    @field_validator("now")
+    @classmethod
+    def _this_century(cls, value: datetime) -> datetime:
+        if not 1949 < value.year < 2100:  # the bureau's calendar and every date arithmetic stay in range
+            raise ValueError("must be between 1950 and 2099")
+        return value
 
 
 class ServicePlumbing:
@@ -95,7 +105,10 @@ class ServicePlumbing:
     def app(self, description: str, router: APIRouter, state: dict, **http) -> FastAPI:
         """The service's FastAPI app: lifespan, the common HTTP parts, time travel, its routes.
         ``state`` goes on ``app.state`` (the use-case context); ``http`` to ``install_common``."""
-        app = FastAPI(title=f"xinfang {self.service}", version="1", lifespan=self.lifespan(), description=description)
+        # FastAPIOffline: /docs and /redoc from assets the service serves itself (a county network is
+        # often offline; FastAPI's own pages load Swagger UI from a CDN and stay blank there).
+        app = FastAPIOffline(title=f"xinfang {self.service}", version="1", lifespan=self.lifespan(),
+                             description=description)
         for key, value in {**state, "relay": self.relay, "bus": self.bus, "tokens": self.tokens,
                            "consumers": self.consumers}.items():
             setattr(app.state, key, value)

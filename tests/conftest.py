@@ -21,6 +21,14 @@ POSTGRES_URL = os.environ.get("XF_TEST_POSTGRES_URL")
 DATABASES = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test marked ``one_database`` checks what happens before any database is touched (a file's
+    encoding, a keyboard's digits, a body that is not UTF-8), or a path another test already runs on
+    PostgreSQL: it runs on SQLite only, which keeps `make test` within its time."""
+    items[:] = [item for item in items if not (item.get_closest_marker("one_database") and getattr(
+        item, "callspec", None) is not None and item.callspec.params.get("database") == "postgres")]
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats", free_port())
@@ -146,3 +154,43 @@ def supervision_db(settings: Settings, supervision: TestClient) -> Iterator:
 @pytest.fixture
 def scoring(settings: Settings, auth: dict[str, str]) -> Iterator[TestClient]:
     yield from running("scoring", settings, auth)
+
+
+@pytest.fixture
+def resident_steps_allowed(nats_server: NatsServer) -> Iterator[list[dict]]:
+    """Supervision's answer to intake's ``resident_step.intake`` stood in for, for tests of intake's
+    own rules on a resident's feedback or review request: every step fits the case. Yields the
+    questions intake asked. (Supervision's real answers: tests/test_resident_steps.py.)"""
+    import asyncio
+    import json
+    import threading
+
+    import nats
+
+    from shared import events as ev
+    from shared import subjects
+
+    asked: list[dict] = []
+    loop = asyncio.new_event_loop()
+    ready, stop = threading.Event(), asyncio.Event()
+
+    async def answer() -> None:
+        nc = await nats.connect(nats_server.url)
+
+        async def reply(msg) -> None:  # noqa: ANN001
+            query = json.loads(msg.data)
+            asked.append(query)
+            await msg.respond(ev.ResidentStepAnswer(case_id=query["case_id"], known=True, allowed=True,
+                                                    state="replied").model_dump_json().encode())
+        await nc.subscribe(subjects.RESIDENT_STEP_QUERY, cb=reply)
+        await nc.flush()
+        ready.set()
+        await stop.wait()
+        await nc.close()
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(answer(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the stand-in for supervision did not connect"
+    yield asked
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(10)

@@ -92,6 +92,11 @@ class Planned:
         return self.acceptance == "not_accepted" or (self.replied and not self.review_pending)
 
     @property
+    def mediated(self) -> bool:
+        """The lead unit's opinion records a mediation agreement (调解协议): one case in seven."""
+        return self.replied and int(self.case_id[-3:]) % 7 == 0
+
+    @property
     def final_satisfied(self) -> bool | None:
         """The last feedback."""
         answers = [self.feedback] + [r.satisfied for r in self.reviews if r.satisfied is not None]
@@ -107,6 +112,7 @@ class History:
     events: list[ev.Event]
     visits: dict[str, tuple[date, int]]  # visit → (day, households)
     drives: dict[str, str]
+    mass_incident_in: str  # the township of the year's mass incident (一票否决)
 
 
 def script(directory: Directory, n: int = 300, seed: int = 7) -> History:
@@ -145,8 +151,15 @@ def script(directory: Directory, n: int = 300, seed: int = 7) -> History:
                                       units=["forestry"], case_ids=overdue[:1],
                                       decisions=[ev.MeetingDecision(n=1, text="d", unit="forestry",
                                                                     due_on=date(2026, 6, 30))]))
+    # 群体性事件: a mass incident in the township of a 2026 case, which a joint meeting records (一票否决)
+    incident = next(p for p in cases if p.received.year == 2026 and p.township != cases[0].township)
+    events.append(ev.JointMeetingHeld(actor=SYS, meeting_id="JM-2026-2", meeting_no="2026年第2次",
+                                      held_on=date(2026, 7, 1), kind="mass_incident", topic="群体性事件处置",
+                                      units=[incident.lead], case_ids=[incident.case_id],
+                                      decisions=[ev.MeetingDecision(n=1, text="d", unit=incident.lead,
+                                                                    due_on=date(2026, 7, 31))]))
     events.append(ev.DriveClosed(drive_id="D2026-001", actor=SYS))
-    return History(cases, events, visits, drives)
+    return History(cases, events, visits, drives, incident.township)
 
 
 def _intake(p: Planned, rnd: random.Random, cases: list[Planned], drives: dict, visits: dict, agents: list[str],
@@ -321,8 +334,8 @@ def _handled(p: Planned, at, step: list[datetime]) -> list[ev.Event]:  # noqa: A
             out.append(ev.CaseEscalated(case_id=case_id, occurred_at=at(24 * 5), actor=SYS, unit=lead,
                                         due_kind="reply", due_at=step[0]))
     if p.replied:
-        out.append(ev.CaseReplied(case_id=case_id, occurred_at=at(24), actor=SYS, unit=lead, result="resolved",
-                                  text="处理意见书"))
+        out.append(ev.CaseReplied(case_id=case_id, occurred_at=at(24), actor=SYS, unit=lead,
+                                  result="mediated" if p.mediated else "resolved", text="处理意见书"))
         if p.feedback is not None:
             out.append(ev.PetitionerFeedback(case_id=case_id, occurred_at=at(24), actor=SYS, satisfied=p.feedback))
     return out

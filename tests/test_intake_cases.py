@@ -143,6 +143,7 @@ def test_each_problem_of_a_night_visit_becomes_a_case(intake: TestClient, settin
     assert isinstance(visit, NightVisitLogged) and visit.households_visited == 14 and len(visit.case_ids) == 3
 
 
+@pytest.mark.usefixtures("resident_steps_allowed")  # supervision allows the step
 def test_the_resident_gives_feedback_and_asks_for_review_with_the_query_code(intake: TestClient, settings: Settings,
                                                                               intake_db: Engine) -> None:
     case = intake.post("/api/v1/cases", json=case_body()).json()

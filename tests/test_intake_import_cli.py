@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 from openpyxl import Workbook
 
 from services.runtime import NatsServer
@@ -43,6 +44,7 @@ def without_token() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "XF_TOKEN"}
 
 
+@pytest.mark.one_database
 def test_a_10000_row_xlsx_imports_in_chunks_and_reports_the_bad_rows(
         tmp_path: Path, nats_server: NatsServer, db_url: str) -> None:
     file = tmp_path / "国庆排查.xlsx"
@@ -85,4 +87,80 @@ def test_a_10000_row_xlsx_imports_in_chunks_and_reports_the_bad_rows(
         assert table_counts(engine) == before
         engine.dispose()
     finally:
+        assert stop_process(intake) == 0
+
+
+@pytest.mark.one_database
+def test_a_file_intake_cannot_read_or_an_import_stopped_part_way_ends_in_one_line_and_resumes(
+        tmp_path: Path, nats_server: NatsServer, db_url: str) -> None:
+    """A GBK row in a UTF-8 file: exit 2, one line naming row 602, nothing stored. Intake gone after two
+    chunks (a proxy that stops forwarding): exit 3 with the rows in; the same command imports the rest."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.test_import_files import csv_text, rows
+
+    port = free_port()
+    env = {"XF_NATS_URL": nats_server.url, "XF_INTAKE_DB_URL": db_url, "XF_DATA_DIR": str(tmp_path / "var"),
+           "XF_LOG_LEVEL": "WARNING", "XF_INTAKE_PORT": str(port)}
+    made = subprocess.run([sys.executable, "-m", "services.cli", "token", "create", "--role", "clerk", "--staff",
+                           "desk3"], env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    token = made.stdout.strip()
+    intake = start_service("intake", port, env, tmp_path)
+    base = f"http://127.0.0.1:{port}"
+    posts: list[int] = []
+
+    class GoneAfterTwoChunks(BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if self.command == "POST":
+                posts.append(1)
+            if len(posts) > 2:
+                self.send_response(502)
+                self.end_headers()
+                return
+            answer = httpx.request(self.command, base + self.path, content=body or None,
+                                   headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+        do_GET = do_POST = _forward
+
+        def log_message(self, *args) -> None:  # noqa: ANN002
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", free_port()), GoneAfterTwoChunks)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        auth = {"Authorization": f"Bearer {token}"}
+        drive = httpx.post(f"{base}/api/v1/drives", headers=auth, json={
+            "kind": "quarterly", "name": "第四季度排查", "starts_on": "2026-10-01", "ends_on": "2026-12-31"}).json()
+        engine = make_engine(db_url)
+        before = table_counts(engine)
+
+        mixed = tmp_path / "混合.csv"
+        mixed.write_bytes(csv_text(rows(600)).encode() + ",".join(rows(1, 601)[0]).encode("gbk") + b"\r\n")
+        refused = subprocess.run([sys.executable, "-m", "services.cli", "import", str(mixed), "--drive",
+                                  drive["drive_id"], "--url", base, "--token", token],
+                                 capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2 and "row 602" in refused.stderr and "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1 and table_counts(engine) == before
+
+        file = tmp_path / "排查.csv"
+        file.write_bytes(csv_text(rows(350)).encode())
+        args = [sys.executable, "-m", "services.cli", "import", str(file), "--drive", drive["drive_id"],
+                "--token", token, "--chunk", "100"]
+        stopped = subprocess.run([*args, "--url", f"http://127.0.0.1:{proxy.server_port}"],
+                                 capture_output=True, text=True, timeout=120)
+        assert stopped.returncode == 3, stopped.stderr
+        assert "stopped at row 202" in stopped.stderr and "Rows up to 201 are in" in stopped.stderr
+        assert "Run the same command again" in stopped.stderr and "Traceback" not in stopped.stderr
+        resumed = subprocess.run([*args, "--url", base], capture_output=True, text=True, timeout=120)
+        assert resumed.returncode == 0, resumed.stderr
+        assert "150 cases created, 200 rows already imported, 0 rows refused" in resumed.stdout
+        engine.dispose()
+    finally:
+        proxy.shutdown()
         assert stop_process(intake) == 0

@@ -36,6 +36,7 @@ def test_logs_carry_no_personal_data(intake: TestClient, caplog: pytest.LogCaptu
     assert "赵秘密" not in logged and id_number not in logged and "13911112222" not in logged
 
 
+@pytest.mark.usefixtures("resident_steps_allowed")  # supervision allows the step
 def test_clerk_routes_need_a_token_and_resident_routes_do_not(intake: TestClient, intake_db) -> None:  # noqa: ANN001
     from tests.helpers import NO_TOKEN, table_counts
 

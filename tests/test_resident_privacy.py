@@ -50,6 +50,7 @@ def test_no_such_case_and_a_wrong_code_answer_alike(intake: TestClient, route: s
     assert wrong.json() == {"error": "not_found", "message": f"no case {number} with this query code"}
 
 
+@pytest.mark.usefixtures("resident_steps_allowed")  # supervision allows the step
 def test_ten_wrong_codes_lock_the_case_for_an_hour_even_for_the_right_code(
         settings: Settings, auth: dict[str, str]) -> None:
     clock = ManualClock(SystemClock().now())

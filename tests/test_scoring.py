@@ -3,6 +3,7 @@ which knows what it did, computes on its own; a rebuild from the stream gives th
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import io
 import random
@@ -93,6 +94,7 @@ def expected(cases: list[Planned]) -> dict:
         "repeat": sum(p.repeat_of is not None for p in c), "escalated": sum(p.escalated for p in c),
         "collective": sum(p.collective for p in c), "backlog": sum(p.backlog for p in c),
         "backlog_resolved": sum(p.backlog and p.closed for p in c),
+        "mediated": sum(p.mediated and p.closed for p in c),
         "objections": sum(len(p.objections) for p in c),
         "objections_rejected": sum(not o.approved for p in c for o in p.objections),
         "returns": sum(len(p.returned_by) for p in c),
@@ -135,6 +137,8 @@ def test_every_figure_equals_the_scripts_own_count(scoring: TestClient, settings
     night = [p for p in c2026 if p.channel == "night_visit"]
     assert ch["night_visit"]["households_visited"] == sum(h for _, h in history.visits.values())
     assert (ch["night_visit"]["problems"], ch["night_visit"]["solved"]) == (len(night), sum(p.closed for p in night))
+    assert report["notices"] == {"assignment": [], "supervision": {"overdue": 1}, "led_cases": 0}
+    assert report["meetings"] == {"prominent_problem": 1, "mass_incident": 1}
     for drive in ch["screening"]["drives"]:
         mine = [p for p in c2026 if p.drive_id == drive["drive_id"]]
         assert (drive["disputes"], drive["important"]) == (len(mine), sum(p.leader is not None for p in mine))
@@ -153,6 +157,8 @@ def test_every_figure_equals_the_scripts_own_count(scoring: TestClient, settings
             want.add(("collective_from_unresolved_case", earlier.lead, p.case_id))
         elif earlier is not None and earlier.closed:
             want.add(("repeat_after_closing", earlier.lead, p.case_id))
+    incident = next(e for e in history.events if isinstance(e, ev.JointMeetingHeld) and e.kind == "mass_incident")
+    want |= {("mass_incident", history.mass_incident_in, c) for c in incident.case_ids}
     got = {(b["breach"], b["unit"], c) for b in report["accountability"] for c in b["cases"]}
     assert got == want and want
     assert all(b["principal_leader"]["name"] and b["leader_in_charge"]["name"] for b in report["accountability"])
@@ -190,8 +196,10 @@ def charged_to(unit: str, history: History) -> dict:
 
 
 def check_scorecards(report: dict, history: History, weights) -> None:  # noqa: ANN001
-    """Townships, and departments, each ranked when they have enough cases; the supervising bodies
-    (offices) listed unranked; the governments that answer reviews (county_gov, city_gov) never scored."""
+    """Townships, and departments, each ranked when they have enough cases, the township of the mass
+    incident vetoed (一票否决: the lowest band, ranked last); the supervising bodies (offices) listed
+    unranked; the governments that answer reviews (county_gov, city_gov) never scored."""
+    vetoed = history.mass_incident_in
     for group, kind in (("townships", {"township"}), ("departments", {"department"})):
         cards = report["scorecards"][group]
         assert {c["unit"] for c in cards} == {u for u, x in DIRECTORY.units.items() if x.kind in kind}
@@ -201,10 +209,14 @@ def check_scorecards(report: dict, history: History, weights) -> None:  # noqa: 
                     **charged_to(card["unit"], history)}
             assert card["figures"] == figs
             assert card["score"] == independent_score(figs, weights)
+            if card["unit"] == vetoed:
+                assert (card["band"], card["consequence"]) == (weights.bands[-1].band, weights.veto["mass_incident"])
+                assert card["rank"] == len([c for c in cards if c["band"] is not None])
+                continue
             if figs["received"] < weights.min_cases:
                 assert (card["band"], card["rank"]) == (None, None)
                 continue
-            better = [c for c in cards if c["band"] is not None and c["score"] > card["score"]]
+            better = [c for c in cards if c["band"] is not None and c["score"] > card["score"] and c["unit"] != vetoed]
             assert card["rank"] == len(better) + 1
     supervising = report["scorecards"]["supervising"]
     assert {c["unit"] for c in supervising} == {u for u, x in DIRECTORY.units.items() if x.kind == "office"}
@@ -270,7 +282,10 @@ def test_the_narrative_csv_and_xlsx_agree_with_the_json(scoring: TestClient, set
     assert f"共受理网上信访{ch['online']['received']}件，办结率达到{pct(ch['online']['closure_rate'])}%" in text
     assert f"走访群众{ch['night_visit']['households_visited']}户" in text
 
-    rows = list(csv.reader(io.StringIO(scoring.get("/api/v1/reports/2026/report.csv").text)))
+    data = scoring.get("/api/v1/reports/2026/report.csv").content
+    assert data.startswith(codecs.BOM_UTF8)  # Excel reads a CSV with the BOM as UTF-8, not as GBK
+    rows = list(csv.reader(io.StringIO(data.decode("utf-8-sig"))))
+    assert rows[0] == ["section", "key", "metric", "value"]
     as_csv = {(r[0], r[1], r[2]): r[3] for r in rows[1:]}
     assert all(as_csv[("figures", "all", k)] == ("" if v is None else str(v)) for k, v in f.items())
     first = report["scorecards"]["townships"][0]
@@ -328,6 +343,10 @@ def test_the_annual_report_reads_like_a_bureaus_summary_with_names_its_figures_a
     top = next(c for c in report["categories"] if c["code"] != "other")
     assert f"{top['name']}（{top['received']}件）" in md  # the most frequent matter, by name
     assert DIRECTORY.units[report["accountability"][0]["unit"]].name in md
+    vetoed = DIRECTORY.units[history.mass_incident_in].name
+    assert f"{vetoed}发生群体性事件，年度考核实行一票否决。" in md  # the township of the mass incident
+    assert f"全县建立信访代办点{len(DIRECTORY.agencies)}个，配备代办员{len(DIRECTORY.agents)}名。" in md
+    assert "对临期、超期案件下发督办通知1份。召开信访工作联席会议2次，研究解决突出问题和群体性事件1起。" in md
     slow = re.search(r"部分单位办理进度偏慢，(.*?)，低于全县([\d.]+)%的平均水平", md)
     assert slow and slow[2] == f"{f['closure_rate'] * 100:.1f}"
     assert all(float(x) < float(slow[2]) for x in re.findall(r"办结率([\d.]+)%", slow[1]))  # only those below it

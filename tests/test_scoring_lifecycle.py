@@ -493,8 +493,24 @@ def test_each_breach_is_charged_to_the_unit_responsible_when_it_happened_and_the
     assert (few["band"], few["consequence"]) == (None, "") and few["deductions"]
     assert [c["unit"] for c in domain.rank([few, card]) if c["rank"] is not None] == ["forestry"]
 
-    named = {(b["breach"], b["unit"]): b for b in domain.accountability(facts, {}, DIRECTORY, weights.consequences)}
+    # forestry's next opinion records a mediation agreement (调解协议): points added too
+    mediated = receipt("QS-2026-000313", t)
+    facts.append(counted(*handled_by(mediated, "forestry", t), ev.CaseReplied(
+        case_id=mediated.case_id, occurred_at=t + timedelta(days=5), actor=unit("forestry"), unit="forestry",
+        result="mediated", text="经调解，双方达成调解协议")))
+    forestry = domain.unit_figures("forestry", [f for f in facts if f.lead_unit == "forestry"], facts)
+    card = domain.scorecard("forestry", forestry, weights)
+    assert [a["metric"] for a in card["additions"]] == ["backlog_resolved", "mediated"]
+    # 一票否决: a mass incident in chengguan's area puts it last and lowest, whatever its score
+    vetoed = domain.scorecard("chengguan", {**forestry, "received": 1}, weights, [("mass_incident", "2026年第2次")])
+    assert (vetoed["band"], vetoed["outcome"], vetoed["consequence"]) == (weights.bands[-1].band, "penalty", "一票否决")
+    assert vetoed["score"] == card["score"] and vetoed["vetoed_by"] == ["2026年第2次"]
+    assert [c["unit"] for c in domain.rank([vetoed, card, few])] == ["forestry", "chengguan", "natres"]
+
+    named = {(b["breach"], b["unit"]): b for b in domain.accountability(
+        facts, {}, DIRECTORY, weights.consequences, {"chengguan": ["QS-2026-000399"]})}
     assert set(named) == {("sign_overdue", "natres"), ("objection_rejected", "hrss"),
-                          ("overdue_past_escalation", "hrss")}
+                          ("overdue_past_escalation", "hrss"), ("mass_incident", "chengguan")}
+    assert named[("mass_incident", "chengguan")]["consequence"] == "一票否决，约谈第一责任人"
     assert named[("overdue_past_escalation", "hrss")]["consequence"] == weights.consequences["overdue_past_escalation"]
     assert named[("sign_overdue", "natres")]["principal_leader"]["name"] == DIRECTORY.units["natres"].principal_leader.name

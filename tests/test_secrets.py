@@ -166,6 +166,7 @@ def keys_file_secrets(data_dir: Path) -> set[str]:
 
 # --- rotation keeps old cases linked and reachable ------------------------------------------------------
 
+@pytest.mark.usefixtures("resident_steps_allowed")  # supervision allows the step
 def test_after_rotation_a_repeat_is_still_found_and_old_codes_still_open_their_cases(
         settings: Settings, auth: dict[str, str], routing: TestClient) -> None:
     from services.supervision.app import create_app as supervision_app
@@ -316,6 +317,7 @@ def test_the_migration_hashes_existing_codes_and_seals_stored_answers(settings: 
     migrate("intake", url)  # at head: nothing to do, no keys needed
 
 
+@pytest.mark.usefixtures("resident_steps_allowed")  # supervision allows the step
 def test_a_migrated_case_opens_with_its_old_code(settings: Settings, database, auth: dict[str, str]) -> None:  # noqa: ANN001
     legacy_database(database("intake"))
     with started("intake", settings, auth) as client:

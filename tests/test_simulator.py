@@ -58,6 +58,7 @@ def test_a_shortened_year_plays_every_step_passes_its_self_check_and_repeats_exa
     assert taken["re_review_opinion"] <= taken["re_review"] <= taken["review_opinion"] <= taken["review"]
     assert taken["refiled_refused"] <= taken["re_review_opinion"]
     assert re.search(r"共受理信访事项\d+件", first.stdout)
+    assert "以青信联办发〔2026〕1号交办通知交办包案领导和主办单位" in first.stdout  # the special drive's leader cases
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert figures(first.stdout) == figures(second.stdout)
     assert steps(first.stdout) == steps(second.stdout)
@@ -67,8 +68,13 @@ def test_the_plan_covers_every_channel_and_drive_and_is_the_same_for_a_seed() ->
     a, b = plan_year(DIRECTORY, 1), plan_year(DIRECTORY, 1)
     channels = {body["channel"] for bodies in a.filings.values() for body in bodies}
     assert channels == {"walk_in", "online", "delegated", "letter", "phone", "referral"}
-    assert [d.name for d in a.drives] == [d.name for d in b.drives] and len(a.drives) == 6
+    assert [d.name for d in a.drives] == [d.name for d in b.drives] and len(a.drives) == 8
+    # the source document's screening: 268 disputes, 46 of them (the four special periods') leader cases
     assert sum(len(d.rows) for d in a.drives) == 268 and a.visits and any(v.problems for v in a.visits)
+    special = [d for d in a.drives if d.kind == "special"]
+    assert len(special) == 4 and all(d.period for d in special) and sum(len(d.rows) for d in special) == 46
+    ordinary = [r for d in a.drives if d.kind != "special" for r in d.rows]
+    assert not any(r["escalated"] or r["backlog"] or r.get("people_count") for r in ordinary)
     assert a.filings == b.filings and a.habits == b.habits
     assert plan_year(DIRECTORY, 2).filings != a.filings
     bigger = plan_year(DIRECTORY, 1, scale=3)

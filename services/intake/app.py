@@ -7,6 +7,7 @@ from fastapi import FastAPI
 
 from services.intake import api, domain, tables
 from services.intake.service import Intake, IntakeMetrics
+from shared import subjects
 from shared.clock import Clock
 from shared.directory import Directory, load_directory
 from shared.settings import Settings
@@ -24,6 +25,10 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     plumbing = ServicePlumbing(SERVICE, settings, tables.outbox, metrics, clock)
     intake = Intake(uow=plumbing.uow, directory=directory, settings=settings, clock=plumbing.clock,
                     metrics=metrics)
+
+    def ask(query: bytes) -> bytes | None:
+        return plumbing.bus.ask(subjects.RESIDENT_STEP_QUERY, query, timeout=settings.resident_step_timeout_s)
+    intake.ask = ask
 
     async def load_keys() -> None:
         intake.keys_of()  # without both keys the service does not start (shared/keys.py says how to set them)

@@ -23,7 +23,7 @@ LIST_LIMIT = 30  # list the valid codes in an error when there are at most this 
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-_ID_SHAPE = re.compile(r"^\d{17}[\dX]$")
+_ID_SHAPE = re.compile(r"^\d{17}[\dX]$", re.ASCII)  # ASCII digits only: ٠١٢ are digits to \d too
 
 
 def resident_id_problem(value: str) -> str | None:
@@ -53,8 +53,8 @@ def resident_key(secret: str, value: str) -> str:
     return keyed_hash(secret, value)
 
 
-_MOBILE = re.compile(r"^1[3-9]\d{9}$")
-_LANDLINE = re.compile(r"^0\d{2,3}-?\d{7,8}$")
+_MOBILE = re.compile(r"^1[3-9]\d{9}$", re.ASCII)
+_LANDLINE = re.compile(r"^0\d{2,3}-?\d{7,8}$", re.ASCII)
 
 
 def phone_problem(value: str) -> str | None:

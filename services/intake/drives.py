@@ -12,12 +12,14 @@ from typing import BinaryIO
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 
 from services.intake import domain, importer, tables
 from services.intake.schemas import CaseSubmission, DriveIn, DriveView, ImportReport, RowError
 from services.intake.service import Draft, Intake, Replayed, allocate, register
 from shared import events as ev
-from shared.errors import Conflict, FieldError, InvalidInput, NotFound, pydantic_field_errors
+from shared.errors import Conflict, FieldError, InvalidInput, NotFound, Unavailable, pydantic_field_errors
 from shared.outbox import enqueue
 
 
@@ -96,8 +98,15 @@ def import_rows(intake: Intake, drive_id: str, source: str, rows: Iterable[tuple
                 report.case_numbers[row_no] = result.case_number
                 report.created += 1
     report.errors.sort(key=lambda e: e.row)
+    report.refused_rows, report.errors_total = len({e.row for e in report.errors}), len(report.errors)
     intake.metrics.import_rows.labels("created").inc(report.created)
-    intake.metrics.import_rows.labels("invalid").inc(len({e.row for e in report.errors}))
+    intake.metrics.import_rows.labels("invalid").inc(report.refused_rows)
+    return capped(intake, report)
+
+
+def capped(intake: Intake, report: ImportReport) -> ImportReport:
+    """The report with at most ``import_max_errors`` errors listed (``errors_total`` counts them all)."""
+    report.errors = report.errors[:intake.settings.import_max_errors]
     return report
 
 
@@ -115,19 +124,31 @@ def _checked(intake: Intake, data: dict) -> CaseSubmission | list[FieldError]:
 
 
 def import_file(intake: Intake, drive_id: str, stream: BinaryIO, filename: str, actor: ev.Actor) -> ImportReport:
-    """The HTTP upload: the file is read row by row and imported chunk by chunk."""
+    """The HTTP upload: the whole file is read and checked first (a file that cannot be read is refused
+    before anything is stored), then imported chunk by chunk. A chunk that cannot be stored (the
+    database gone) stops the import: 503 with the report of the rows that are in; the same file sent
+    again imports the rest (each row is keyed by the file's hash and its number)."""
     get_drive(intake, drive_id)
-    digest = hashlib.sha256()
-    for block in iter(lambda: stream.read(1 << 20), b""):
-        digest.update(block)
-    stream.seek(0)
-    source = digest.hexdigest()[:32]
-    total = ImportReport()
-    for chunk in importer.chunks(importer.read_rows(stream, filename), intake.settings.import_chunk_rows):
-        part = import_rows(intake, drive_id, source, chunk, actor)
+    data = stream.read()
+    source = hashlib.sha256(data).hexdigest()[:32]
+    s = intake.settings
+    sheet = importer.read_file(data, filename, importer.Limits(s.import_max_rows, s.import_max_unzipped_bytes))
+    total = ImportReport(warnings=sheet.warnings, encoding=sheet.encoding)
+    for chunk in importer.chunks(sheet.rows, s.import_chunk_rows):
+        try:
+            part = import_rows(intake, drive_id, source, chunk, actor)
+        except (OperationalError, InterfaceError, SQLAlchemyTimeout):
+            last = max(total.case_numbers, default=None)
+            raise Unavailable(
+                f"the import stopped at row {chunk[0][0]}: the database cannot be reached. "
+                + (f"The rows up to {last} that the report lists are in. " if last else "No row is in. ")
+                + "Send the same file again to import the rest: rows already in are not imported twice.",
+                details={"report": capped(intake, total).model_dump(mode="json")}) from None
         total.rows += part.rows
         total.created += part.created
         total.already_imported += part.already_imported
+        total.refused_rows += part.refused_rows
+        total.errors_total += part.errors_total
         total.case_numbers.update(part.case_numbers)
         total.errors += part.errors
-    return total
+    return capped(intake, total)

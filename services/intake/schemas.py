@@ -8,16 +8,18 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from services.intake import domain
+from services.intake.importer import COLUMNS
 from shared.events import Channel, Code
+from shared.text import Day, InputModel, normalise_id_number, normalise_phone
 
 Text = Annotated[str, Field(min_length=1)]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(InputModel):
+    """Every input of intake's API (shared/text.py: invisible characters stripped, controls refused)."""
 
 
 class ResidentIn(_In):
@@ -33,7 +35,7 @@ class ResidentIn(_In):
     def _id_number(cls, v: str | None) -> str | None:
         if v is None or v == "":
             return None
-        v = v.upper()
+        v = normalise_id_number(v)  # ４１０１…, ｘ, spaces: the same person's number links
         problem = domain.resident_id_problem(v)
         if problem:
             raise ValueError(problem)
@@ -44,6 +46,7 @@ class ResidentIn(_In):
     def _phone(cls, v: str | None) -> str | None:
         if v is None or v == "":
             return None
+        v = normalise_phone(v)  # +86 138 1234 5678 → 13812345678
         problem = domain.phone_problem(v)
         if problem:
             raise ValueError(problem)
@@ -149,7 +152,7 @@ class VisitLog(_In):
     cadre_unit: Code
     township: Code
     village: Code
-    visited_on: date
+    visited_on: Day
     households_visited: Annotated[int, Field(ge=0, le=10000)]
     problems: Annotated[list[ProblemIn], Field(max_length=200)] = Field(default_factory=list)
     # who visited and how, as the bureau reports them: township leaders (乡镇领导) and station staff
@@ -171,8 +174,8 @@ class DriveIn(_In):
 
     kind: Literal["quarterly", "special"]
     name: Annotated[str, Field(min_length=2, max_length=100)]
-    starts_on: date
-    ends_on: date
+    starts_on: Day
+    ends_on: Day
 
 
 class DriveView(BaseModel):
@@ -187,7 +190,17 @@ class DriveView(BaseModel):
 
 class ImportRowIn(_In):
     row: Annotated[int, Field(ge=1)]
-    values: dict[str, str | int | float | bool | None]
+    values: dict[str, str | int | float | bool | None] = Field(description=(
+        "The row's cells by column (importer.COLUMNS: name, id_number, township, title…); nothing else: the drive "
+        "is the one in the path"))
+
+    @field_validator("values")
+    @classmethod
+    def _known_columns(cls, values: dict) -> dict:
+        unknown = sorted(set(values) - set(COLUMNS))
+        if unknown:
+            raise ValueError(f"unknown column(s) {', '.join(unknown)}; the columns are {', '.join(COLUMNS)}")
+        return values
 
 
 class ImportChunk(_In):
@@ -195,6 +208,16 @@ class ImportChunk(_In):
 
     source: Annotated[str, Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9]+$")]
     rows: Annotated[list[ImportRowIn], Field(min_length=1, max_length=2000)]
+
+    @field_validator("rows")
+    @classmethod
+    def _each_row_once(cls, rows: list[ImportRowIn]) -> list[ImportRowIn]:
+        seen, twice = set(), set()
+        for r in rows:
+            (twice if r.row in seen else seen).add(r.row)
+        if twice:
+            raise ValueError(f"row number(s) {', '.join(map(str, sorted(twice)))} appear more than once")
+        return rows
 
 
 class RowError(BaseModel):
@@ -204,11 +227,18 @@ class RowError(BaseModel):
 
 
 class ImportReport(BaseModel):
+    """Which rows are in (``case_numbers``: row → case, new or imported before), which were refused
+    and why (``errors``, the first ``XF_IMPORT_MAX_ERRORS``; ``refused_rows`` counts them all)."""
+
     rows: int = 0
     created: int = 0
     already_imported: int = 0
+    refused_rows: int = 0
     case_numbers: dict[int, str] = Field(default_factory=dict)
     errors: list[RowError] = Field(default_factory=list)
+    errors_total: int = Field(0, description="every row error, also those past the list's cap")
+    warnings: list[str] = Field(default_factory=list, description="e.g. columns the bureau does not use, ignored")
+    encoding: str | None = Field(None, description="how the file was read: utf-8, utf-8-sig, gb18030, utf-16, xlsx")
 
 
 class FeedbackIn(_In):

@@ -7,7 +7,7 @@ across replicas (a rollback returns the number).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,9 +29,9 @@ from shared import events as ev
 from shared import keys as keyring
 from shared import sequences
 from shared.clock import Clock
-from shared.db import UnitOfWork
+from shared.db import UnitOfWork, lock_keys
 from shared.directory import Directory
-from shared.errors import Conflict, FieldError, InvalidInput, NotFound
+from shared.errors import Conflict, FieldError, InvalidInput, NotFound, Unavailable
 from shared.keys import Keys
 from shared.metrics import ServiceMetrics
 from shared.outbox import enqueue
@@ -59,6 +59,9 @@ class Intake:
     clock: Clock
     metrics: IntakeMetrics
     keys: Keys | None = None  # shared/keys.py; loaded at start (``keys_of``), never defaulted
+    # Asks supervision whether a resident's step fits the case now (``resident_step.intake``): the raw
+    # answer, or None when nobody answered (app.py wires it to the bus).
+    ask: Callable[[bytes], bytes | None] | None = None
 
     def keys_of(self) -> Keys:
         if self.keys is None:
@@ -132,6 +135,9 @@ def register(conn: Connection, intake: Intake, drafts: Sequence[Draft]) -> list[
     """
     now = intake.clock.now()
     results: list[Result | None] = [None] * len(drafts)
+    # Requests with one key at once (a client retrying on a timeout): the second waits for the first's
+    # commit, then replays its answer (PostgreSQL; SQLite's writers are serialised already).
+    lock_keys(conn, "intake:idempotency", [d.key for d in drafts if d.key])
     seen = stored_answers(conn, intake, [d.key for d in drafts if d.key])
     for i, d in enumerate(drafts):
         if d.key in seen:
@@ -349,38 +355,67 @@ def _no_case(number: str) -> NotFound:
 
 
 def record_feedback(intake: Intake, number: str, body: FeedbackIn, client: str = "unknown") -> Acknowledged:
-    """信访人评价: satisfied or not with the reply; supervision decides what it means for the case."""
+    """信访人评价: satisfied or not with the latest opinion; supervision decides what it means for the
+    case. Asked before there is an opinion, or after the case is closed: 409, nothing recorded."""
+    _open_resident_case(intake, number, body.query_code, client)
+    check_resident_step(intake, number, "feedback")
     now = intake.clock.now()
     with intake.uow.begin() as conn:
-        opened = _resident_case(conn, intake, number, body.query_code, client, now)
-        if opened:
-            conn.execute(tables.feedback.insert(), {"case_number": number, "satisfied": body.satisfied,
-                                                    "comment": body.comment, "recorded_at": now})
-            enqueue(conn, tables.outbox, [ev.PetitionerFeedback(
-                case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"),
-                satisfied=body.satisfied, comment=body.comment)], now)
-    if not opened:
-        raise _no_case(number)  # after the commit: the failure is counted
+        conn.execute(tables.feedback.insert(), {"case_number": number, "satisfied": body.satisfied,
+                                                "comment": body.comment, "recorded_at": now})
+        enqueue(conn, tables.outbox, [ev.PetitionerFeedback(
+            case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"),
+            satisfied=body.satisfied, comment=body.comment)], now)
     return Acknowledged(case_number=number, recorded_at=now)
 
 
 def request_review(intake: Intake, number: str, body: ReviewIn, client: str = "unknown") -> Acknowledged:
-    """复查 then 复核: a re-review needs a review first, and each level is asked for once."""
-    now = intake.clock.now()
+    """复查 then 复核: a re-review needs a review first, and each level is asked for once, while the
+    case allows it (an opinion given, within the window, the matter not final). Asked too early or too
+    late: 409 with the reason, and the right is not used up."""
+    _open_resident_case(intake, number, body.query_code, client)
     t = tables.review_requests
+
+    def levels(conn: Connection) -> set[str]:
+        asked = set(conn.execute(select(t.c.level).where(t.c.case_number == number)).scalars())
+        if body.level in asked:
+            raise Conflict(f"a {body.level} was already requested for {number}", {"reason": "already_requested"})
+        if body.level == "re_review" and "review" not in asked:
+            raise InvalidInput([FieldError("level", "a re_review (复核) needs a review (复查) first")])
+        return asked
+    with intake.uow.engine.connect() as conn:
+        levels(conn)
+    check_resident_step(intake, number, body.level)
+    now = intake.clock.now()
     with intake.uow.begin() as conn:
-        opened = _resident_case(conn, intake, number, body.query_code, client, now)
-        if opened:
-            levels = set(conn.execute(select(t.c.level).where(t.c.case_number == number)).scalars())
-            if body.level in levels:
-                raise Conflict(f"a {body.level} was already requested for {number}")
-            if body.level == "re_review" and "review" not in levels:
-                raise InvalidInput([FieldError("level", "a re_review (复核) needs a review (复查) first")])
-            conn.execute(t.insert(), {"case_number": number, "level": body.level, "reason": body.reason,
-                                      "recorded_at": now})
-            enqueue(conn, tables.outbox, [ev.ReviewRequested(
-                case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"), level=body.level,
-                reason=body.reason)], now)
+        levels(conn)  # again, in the transaction: two requests at once record one
+        conn.execute(t.insert(), {"case_number": number, "level": body.level, "reason": body.reason,
+                                  "recorded_at": now})
+        enqueue(conn, tables.outbox, [ev.ReviewRequested(
+            case_id=number, occurred_at=now, actor=ev.Actor(kind="resident"), level=body.level,
+            reason=body.reason)], now)
+    return Acknowledged(case_number=number, recorded_at=now)
+
+
+def _open_resident_case(intake: Intake, number: str, query_code: str, client: str) -> None:
+    """The case number and query code match (a wrong pair is counted, then refused as 404)."""
+    now = intake.clock.now()
+    with intake.uow.begin() as conn:
+        opened = _resident_case(conn, intake, number, query_code, client, now)
     if not opened:
         raise _no_case(number)  # after the commit: the failure is counted
-    return Acknowledged(case_number=number, recorded_at=now)
+
+
+def check_resident_step(intake: Intake, number: str, step: str) -> None:
+    """Supervision, which keeps the case's lifecycle, says whether the step fits the case now: 409
+    with its reason when not, 503 when it cannot be asked (nothing is recorded either way)."""
+    answer = intake.ask(ev.ResidentStepQuery(case_id=number, step=step).model_dump_json().encode()) \
+        if intake.ask is not None else None
+    if answer is None:
+        raise Unavailable("the case's progress cannot be checked now (supervision does not answer); nothing was "
+                          "recorded, try again shortly")
+    verdict = ev.ResidentStepAnswer.model_validate_json(answer)
+    if not verdict.known:
+        raise Conflict(f"case {number} is still being registered; try again shortly", {"reason": "not_yet_known"})
+    if not verdict.allowed:
+        raise Conflict(f"not now: {verdict.reason}", {"reason": "not_now", "state": verdict.state})

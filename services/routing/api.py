@@ -5,13 +5,15 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from services.routing import domain, forms, service
 from services.routing.service import Routing
+from shared.errors import FieldError, InvalidInput
 from shared.events import Channel, Code
 from shared.forms import attachment
 from shared.http import Guard
+from shared.text import FIRST_DAY, LAST_DAY, InputModel
 from shared.tokens import Principal
 
 guard = Guard("routing")  # roles per route: shared/access.py
@@ -24,24 +26,21 @@ def get_routing(request: Request) -> Routing:
 Ctx = Annotated[Routing, Depends(get_routing)]
 
 
-class TriageDecision(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class TriageDecision(InputModel):
     unit: Code = Field(description="The unit that takes the case; never a government (人民政府), which answers reviews")
     reason: Annotated[str, Field(min_length=1, max_length=1000)]
     decided_by: Annotated[str | None, Field(max_length=64, description=(
         "ignored, accepted for older clients: the decision is recorded as the token's staff id"))] = None
 
 
-class LeaderNaming(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class LeaderNaming(InputModel):
     leader_id: Code = Field(description="The county leader (leaders.yaml) who leads the case from now on (包案领导)")
     reason: Annotated[str, Field(min_length=1, max_length=1000, description="Why this leader, not the one chosen")]
 
 
-class DraftCase(BaseModel):
+class DraftCase(InputModel):
     """A case as it would arrive; nothing is created."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
     channel: Channel
     township: Code
     category: Code | None = None
@@ -51,6 +50,21 @@ class DraftCase(BaseModel):
     accuses_unit: bool | None = Field(None, description=(
         "the clerk's answer: does the case accuse a unit? true, false, or omitted (not asked)"))
     repeat_of_unit: Code | None = Field(None, description="for a repeat petition: the unit that handled the earlier case")
+
+
+def _known_codes(routing: Routing, body: DraftCase) -> None:
+    """The dry run's codes name the county's own townships, categories and units (422 otherwise)."""
+    d = routing.directory
+    errors = [] if body.township in d.townships else [FieldError("township", f"unknown township {body.township!r}",
+                                                                  see="/api/v1/directory")]
+    if body.category is not None and body.category not in d.categories:
+        errors.append(FieldError("category", f"unknown category {body.category!r}", see="/api/v1/directory"))
+    errors += [FieldError(f"accused_units[{i}]", f"unknown unit {u!r}", see="/api/v1/directory")
+               for i, u in enumerate(body.accused_units) if u not in d.units]
+    if body.repeat_of_unit is not None and body.repeat_of_unit not in d.units:
+        errors.append(FieldError("repeat_of_unit", f"unknown unit {body.repeat_of_unit!r}", see="/api/v1/directory"))
+    if errors:
+        raise InvalidInput(errors)
 
 
 def build_router(routing: Routing) -> APIRouter:
@@ -71,7 +85,7 @@ def build_router(routing: Routing) -> APIRouter:
 
     @router.get("/forms/reception-day.xlsx", tags=["forms"], dependencies=[guard("GET /api/v1/forms/reception-day.xlsx")],
                 summary="大接访交办表: a leaders' reception day's cases, each with its units and leader")
-    def reception_day(ctx: Ctx, day: date = Query(..., alias="date"), leader: Code | None = None) -> Response:
+    def reception_day(ctx: Ctx, day: date = Query(..., alias="date", ge=FIRST_DAY, le=LAST_DAY), leader: Code | None = None) -> Response:
         return attachment(forms.reception_day(ctx, day, leader), f"大接访交办表-{day.isoformat()}", "xlsx")
 
     @router.get("/triage", dependencies=[guard("GET /api/v1/triage")], tags=["triage"],
@@ -95,6 +109,7 @@ def build_router(routing: Routing) -> APIRouter:
     @router.post("/routing/explain", dependencies=[guard("POST /api/v1/routing/explain")], tags=["routing"],
                  summary="Dry run: where a draft case would go, without creating anything")
     def explain(body: DraftCase, ctx: Ctx) -> dict:
+        _known_codes(ctx, body)
         facts = domain.CaseFacts(body.channel, body.township, body.category, body.title, body.content,
                                  frozenset(body.accused_units), body.accuses_unit)
         result = service.explain(ctx, facts, body.repeat_of_unit)

@@ -28,10 +28,14 @@ def main_work(body: dict) -> list[tuple[str, list[str]]]:
     drives = sc["drives"]
     disputes, important = sum(d["disputes"] for d in drives), sum(d["important"] for d in drives)
     special = [d for d in drives if d.get("kind") == "special"]
+    notices = body.get("notices") or {}
+    handed = notices.get("assignment") or []
+    by_notice = (f"，{'分' + str(len(handed)) + '批' if len(handed) > 1 else ''}以{_numbers(handed)}交办通知"
+                 "交办包案领导和主办单位" if handed else "")
     parts = [
         ("坚持源头预防，扎实开展矛盾纠纷排查和领导包案", [
             f"全年组织开展矛盾纠纷排查{len(drives)}次，其中敏感节点专项排查{len(special)}次，共排查出矛盾纠纷{disputes}件，"
-            f"对其中{important}件重要信访矛盾纠纷实行县级领导包案，明确主办单位和化解时限，跟踪督办到位。"
+            f"对其中{important}件重要信访矛盾纠纷实行县级领导包案{by_notice}，明确化解时限，跟踪督办到位。"
             if drives else "本期未组织矛盾纠纷集中排查。"]),
         ("规范受理办理，发挥矛盾纠纷受理室作用", [
             f"全年共受理信访事项{f['received']}件，办结{f['closed']}件，{_rate(f['closure_rate'])}，其中出具处理意见"
@@ -40,14 +44,29 @@ def main_work(body: dict) -> list[tuple[str, list[str]]]:
             f"矛盾纠纷受理室共受理各类矛盾纠纷{w['received']}件，办结{w['closed']}件，{_rate(w['closure_rate'], '案件办结率')}。"]),
         ("拓宽信访渠道，方便群众反映诉求", [
             f"共受理网上信访{on['received']}件，{_rate(on['closure_rate'])}。",
-            f"信访代办员为群众代办事项{dg['received']}件，涉及代办员{dg['agents']}名、代办点{dg['agencies']}个，"
-            f"{_rate(dg['closure_rate'])}。",
+            _network(body) + f"信访代办员为群众代办事项{dg['received']}件，涉及代办员{dg['agents']}名、"
+            f"代办点{dg['agencies']}个，{_rate(dg['closure_rate'])}。",
             f"坚持驻村夜访，共走访群众{nv['households_visited']}户次，收集问题{nv['problems'] + nv.get('solved_on_spot', 0)}件，"
             f"解决{nv['solved'] + nv.get('solved_on_spot', 0)}件，收集意见建议{nv.get('suggestions', 0)}条。"
             + by_cadre_sentence(nv.get("by_cadre", {}))]),
         ("落实目标管理责任制，严格责任追究", [_responsibility(body)]),
     ]
     return parts
+
+
+def _numbers(nos: list[str]) -> str:
+    """青信联办发〔2026〕1号至4号 for numbers of one prefix and year; else each, joined."""
+    if len(nos) == 1:
+        return nos[0]
+    head = nos[0].rsplit("〕", 1)[0] + "〕"
+    if all(n.startswith(head) for n in nos):
+        return f"{nos[0]}至{nos[-1][len(head):]}"
+    return "、".join(nos)
+
+
+def _network(body: dict) -> str:
+    net = body.get("network") or {}
+    return f"全县建立信访代办点{net['agencies']}个，配备代办员{net['agents']}名。" if net.get("agencies") else ""
 
 
 def _responsibility(body: dict) -> str:
@@ -61,8 +80,19 @@ def _responsibility(body: dict) -> str:
             + (f"（受理信访事项过少的{unbanded}个单位不评定等次）。" if unbanded else "。"))
     if best:
         text += f"{_units(best, 5)}等{len(best)}个单位考核优秀，予以{best[0].get('consequence') or '表扬'}。"
+    vetoed = [c for c in worst if c.get("vetoed_by")]
+    worst = [c for c in worst if not c.get("vetoed_by")]
     if worst:
         text += f"{_units(worst, 5)}等{len(worst)}个单位考核不合格，予以{worst[0].get('consequence') or '批评'}。"
+    if vetoed:
+        text += f"{_units(vetoed, 5)}发生群体性事件，年度考核实行{vetoed[0]['consequence']}。"
+    supervision = sum((body.get("notices") or {}).get("supervision", {}).values())
+    meetings = body.get("meetings") or {}
+    if supervision:
+        text += f"对临期、超期案件下发督办通知{supervision}份。"
+    if meetings:
+        text += (f"召开信访工作联席会议{sum(meetings.values())}次，研究解决突出问题"
+                 + (f"和群体性事件{meetings['mass_incident']}起" if meetings.get("mass_incident") else "") + "。")
     people = {(b["unit"], b["principal_leader"]["name"]) for b in body["accountability"]}
     text += (f"全年超期件{f['ever_overdue']}件，超期后升级督办{f['escalated_overdue']}件；对{len(people)}个单位的"
              f"责任人启动责任追究程序。" if body["accountability"] else f"全年超期件{f['ever_overdue']}件，未发生需责任追究的情形。")

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from services.scoring import annual, reports, service
 from services.scoring.service import Scoring
 from shared.forms import attachment
 from shared.http import Guard
+from shared.text import InputModel
 from shared.tokens import Principal
 
 guard = Guard("scoring")  # roles per route: shared/access.py
@@ -33,8 +34,7 @@ def filters(unit: str | None = None, township: str | None = None, channel: str |
 Filters = Annotated[dict, Depends(filters)]
 
 
-class CloseIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class CloseIn(InputModel):
     closed_by: Annotated[str | None, Field(max_length=64, description=(
         "ignored, accepted for older clients: recorded as the token's staff id"))] = None
 

@@ -77,6 +77,7 @@ class CaseFacts:
     returns: list[str] = field(default_factory=list)  # 退回: the units whose objection was approved, sorted
     # 责任: [breach or mark, unit] charged to the unit responsible at that moment (:data:`CHARGE_KINDS`), sorted
     charges: list[list[str]] = field(default_factory=list)
+    result: str | None = None  # the lead unit's opinion: resolved, mediated (调解协议)…
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> CaseFacts:
@@ -193,7 +194,7 @@ def on_replied(f: CaseFacts, e: ev.CaseReplied) -> None:
     elif level == "re_review":
         f.re_reviewed_at, f.re_review_outcome = e.occurred_at, e.review_outcome
     else:
-        f.replied_at = _later(f.replied_at, e.occurred_at)
+        f.replied_at, f.result = _later(f.replied_at, e.occurred_at), e.result
 
 
 def on_overdue(f: CaseFacts, e: ev.CaseOverdue) -> None:
@@ -364,6 +365,7 @@ def figures(facts: Iterable[CaseFacts]) -> dict:
         "collective": sum(bool(f.collective) for f in facts),
         "backlog": sum(bool(f.backlog) for f in facts),
         "backlog_resolved": sum(bool(f.backlog) for f in closed),
+        "mediated": sum(f.result == "mediated" for f in closed),
         "objections": sum(len(f.objections) for f in facts),
         "objections_rejected": sum(f.objections_rejected for f in facts),
         "returns": sum(len(f.returns) for f in facts),
@@ -390,11 +392,13 @@ def unit_figures(unit: str, led: list[CaseFacts], everything: list[CaseFacts]) -
     return {**figures(led), **charged(everything, unit)}
 
 
-def scorecard(unit: str, figs: dict, weights: Weights) -> dict:
+def scorecard(unit: str, figs: dict, weights: Weights, vetoes: Iterable[tuple[str, str]] = ()) -> dict:
     """A unit's score: ``base`` less each metric's deductions and plus each metric's additions
     (``more_is_better``: 积案化解, 按期办结…), each capped, with the reason for each; its band (等次)
     and the consequence (奖惩) the weights give it. Fewer received cases than ``min_cases``: no band,
-    no consequence (too few to judge), and no rank."""
+    no consequence (too few to judge), and no rank. ``vetoes``: (kind, meeting number) of the events
+    that bring 一票否决 (``weights.veto``: a mass incident in the unit's area) — the lowest band and the
+    veto's consequence whatever the score or the number of cases, ranked after every other unit."""
     score, reasons, additions = weights.base, [], []
     for m in weights.metrics:
         value = figs.get(m.metric)
@@ -419,30 +423,41 @@ def scorecard(unit: str, figs: dict, weights: Weights) -> dict:
     score = round(score, 2)
     card = {"unit": unit, "score": score, "band": None, "outcome": "none", "consequence": "", "deductions": reasons,
             "additions": additions, "figures": figs}
-    if (figs.get("received") or 0) >= weights.min_cases:
+    vetoed = [(kind, no) for kind, no in vetoes if kind in weights.veto]
+    if vetoed:
+        card.update(band=weights.bands[-1].band, outcome="penalty",
+                    consequence="；".join(dict.fromkeys(weights.veto[k] for k, _ in vetoed)),
+                    vetoed_by=sorted({no for _, no in vetoed}))
+    elif (figs.get("received") or 0) >= weights.min_cases:
         band = next(b for b in weights.bands if score >= b.floor)
         card.update(band=band.band, outcome=band.outcome, consequence=band.consequence)
     return card
 
 
 def rank(cards: list[dict]) -> list[dict]:
-    """Rank the cards with a band by score (ties share a rank), then by code for a stable order; a
-    card without one (too few cases) follows, unranked (rank None)."""
-    ordered = sorted(cards, key=lambda c: (c["band"] is None, -c["score"], c["unit"]))
+    """Rank the cards with a band by score (ties share a rank), then by code for a stable order; the
+    vetoed (一票否决) after them; a card without a band (too few cases) follows, unranked (rank None)."""
+    ordered = sorted(cards, key=lambda c: (c["band"] is None, bool(c.get("vetoed_by")), -c["score"], c["unit"]))
     for i, card in enumerate(ordered):
         if card["band"] is None:
             card["rank"] = None
         else:
-            card["rank"] = ordered[i - 1]["rank"] if i and ordered[i - 1]["score"] == card["score"] else i + 1
+            same = i and (ordered[i - 1]["score"], bool(ordered[i - 1].get("vetoed_by"))) == \
+                (card["score"], bool(card.get("vetoed_by")))
+            card["rank"] = ordered[i - 1]["rank"] if same else i + 1
     return ordered
 
 
 def accountability(facts: list[CaseFacts], origins: dict[str, CaseFacts], directory: Directory,
-                   consequences: Mapping[str, str] | None = None) -> list[dict]:
+                   consequences: Mapping[str, str] | None = None,
+                   incidents: Mapping[str, list[str]] | None = None) -> list[dict]:
     """责任追究: each breach the rules name, with the unit charged, its principal leader (第一责任人) and
     leader in charge (直接责任人), and the consequence (``consequences``, scoring.yaml: 约谈, 通报批评…).
-    ``origins`` are the earlier cases that ``facts`` repeat, by case id."""
+    ``origins`` are the earlier cases that ``facts`` repeat, by case id; ``incidents``: the cases of a
+    mass incident (群体性事件) by the township it arose in (breach ``mass_incident``)."""
     breaches: dict[tuple[str, str], list[str]] = {}
+    for unit, cases in (incidents or {}).items():
+        breaches[("mass_incident", unit)] = list(cases)
     for f in facts:
         for kind, unit in _breaches(f, origins.get(f.repeat_of) if f.repeat_of else None):
             if unit in directory.units:

@@ -150,7 +150,7 @@ def to_csv(body: dict) -> str:
             w.writerow(["scorecard", card["unit"], "band", card["band"]])
     for b in body["accountability"]:
         w.writerow(["accountability", b["unit"], b["breach"], " ".join(b["cases"])])
-    return out.getvalue()
+    return "\ufeff" + out.getvalue()  # the BOM: Excel then reads the file as UTF-8, not as GBK
 
 
 def to_xlsx(body: dict) -> bytes:
@@ -188,7 +188,7 @@ def to_xlsx(body: dict) -> bytes:
 # 责任追究: each breach in the bureau's words
 BREACH_NAMES = {"overdue_past_escalation": "超期未办结经升级督办", "sign_overdue": "逾期未签收",
                 "objection_rejected": "异议经审核不成立（错退）", "collective_from_unresolved_case": "未化解引发集体访",
-                "repeat_after_closing": "办结后重复信访"}
+                "repeat_after_closing": "办结后重复信访", "mass_incident": "发生群体性事件"}
 
 
 def _points(items: list[dict], sign: str) -> str:

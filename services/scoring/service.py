@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from functools import cached_property
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, Text, bindparam, cast, delete, select
+from sqlalchemy import Connection, Text, bindparam, cast, delete, func, select
 
 from services.scoring import domain, tables
 from shared import events as ev
@@ -165,9 +165,22 @@ def record_drive(conn: Connection, e: ev.DriveOpened) -> None:
     insert_ignore(conn, tables.drives, [{"drive_id": e.drive_id, "kind": e.kind, "name": e.name}])
 
 
+def record_notice(conn: Connection, e: ev.SupervisionNoticeIssued) -> None:
+    """交办通知 and 督办通知: their numbers and cases, for the report."""
+    insert_ignore(conn, tables.notices, [{"notice_type": e.notice_type, "notice_no": e.notice_no, "seq": e.seq,
+                                          "issued_at": e.occurred_at, "units": e.units, "case_ids": e.case_ids}])
+
+
+def record_meeting(conn: Connection, e: ev.JointMeetingHeld) -> None:
+    """联席会议: for the report, and a mass incident's 一票否决."""
+    insert_ignore(conn, tables.meetings, [{"meeting_id": e.meeting_id, "meeting_no": e.meeting_no, "kind": e.kind,
+                                           "held_on": e.held_on, "units": e.units, "case_ids": e.case_ids}])
+
+
 # What the projection records besides the case facts.
 RECORDS: dict[type[ev.Event], Callable[[Connection, ev.Event], None]] = {
-    ev.NightVisitLogged: record_visit, ev.DriveOpened: record_drive}
+    ev.NightVisitLogged: record_visit, ev.DriveOpened: record_drive, ev.SupervisionNoticeIssued: record_notice,
+    ev.JointMeetingHeld: record_meeting}
 
 
 # --- periods and figures ------------------------------------------------------------------------
@@ -218,20 +231,63 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
         origins = _repeat_origins(conn, facts)
         visits = [dict(r._mapping) for r in conn.execute(select(tables.visits))]
         drives = {r.drive_id: dict(r._mapping) for r in conn.execute(select(tables.drives))}
+        start, end = period_bounds(period)
+        notices = notices_in(conn, start, end)
+        incidents = mass_incidents(conn, start, end)
+        m = tables.meetings
+        meetings = dict(conn.execute(
+            select(m.c.kind, func.count()).where(m.c.held_on >= start.astimezone(CHINA_TZ).date(),
+                                                 m.c.held_on < end.astimezone(CHINA_TZ).date()).group_by(m.c.kind)).all())
     from services.scoring import reports
-    start, end = period_bounds(period)
     body = {
         "period": period, "from": start.date().isoformat(), "to": (end - timedelta(days=1)).date().isoformat(),
         "filters": filters, "frozen": False, "figures": domain.figures(facts),
         "channels": reports.channel_figures(facts, visits, drives, start, end),
-        "scorecards": scorecards(scoring, facts),
-        "accountability": domain.accountability(facts, origins, scoring.directory, scoring.weights.consequences),
+        "notices": notices, "meetings": meetings,
+        "network": {"agencies": len(scoring.directory.agencies), "agents": len(scoring.directory.agents)},
+        "scorecards": scorecards(scoring, facts, incidents),
+        "accountability": domain.accountability(facts, origins, scoring.directory, scoring.weights.consequences,
+                                                {u: sorted({c for _, cs in m for c in cs}) for u, m in incidents.items()}),
         "categories": reports.category_figures(scoring.directory, facts),
         "issuer": f"{scoring.directory.county.name}信访局", "county": scoring.directory.county.name,
         "rounding": "rates are shares 0..1; the narrative rounds percentages half-up to one decimal",
     }
     body["narrative"] = reports.narrative(scoring.directory, body)
     return body
+
+
+def notices_in(conn: Connection, start: datetime, end: datetime) -> dict:
+    """The period's 交办 notices by number (in their order) and how many 督办 notices of each type."""
+    n = tables.notices
+    rows = conn.execute(select(n).where(n.c.issued_at >= start, n.c.issued_at < end).order_by(n.c.issued_at, n.c.seq))
+    out: dict = {"assignment": [], "supervision": {}, "led_cases": 0}
+    for r in rows:
+        if r.notice_type == "assignment":
+            out["assignment"].append(r.notice_no)
+            out["led_cases"] += len(r.case_ids)
+        else:
+            out["supervision"][r.notice_type] = out["supervision"].get(r.notice_type, 0) + 1
+    return out
+
+
+def mass_incidents(conn: Connection, start: datetime, end: datetime) -> dict[str, list[tuple[str, list[str]]]]:
+    """The period's joint meetings on a mass incident (群体性事件), by the township each discussed case
+    arose in (属地管理): (meeting number, its cases there)."""
+    m = tables.meetings
+    first, last = start.astimezone(CHINA_TZ).date(), end.astimezone(CHINA_TZ).date()
+    held = list(conn.execute(select(m).where(m.c.kind == "mass_incident", m.c.held_on >= first, m.c.held_on < last)
+                             .order_by(m.c.held_on, m.c.meeting_id)))
+    facts = load_facts(conn, {c for r in held for c in r.case_ids})
+    out: dict[str, list[tuple[str, list[str]]]] = {}
+    for r in held:
+        by_township: dict[str, list[str]] = {}
+        for case_id in r.case_ids:
+            f = facts.get(case_id)
+            if f is not None and f.township:
+                by_township.setdefault(f.township, []).append(case_id)
+        for township, cases in by_township.items():
+            out.setdefault(township, []).append((r.meeting_no, sorted(cases)))
+    return out
 
 
 def _repeat_origins(conn: Connection, facts: list[domain.CaseFacts]) -> dict[str, domain.CaseFacts]:
@@ -246,9 +302,12 @@ GROUPS = {"townships": ("township",), "departments": ("department",)}
 SUPERVISING = "supervising"
 
 
-def scorecards(scoring: Scoring, facts: list[domain.CaseFacts]) -> dict[str, list[dict]]:
+def scorecards(scoring: Scoring, facts: list[domain.CaseFacts],
+               incidents: dict[str, list[tuple[str, list[str]]]] | None = None) -> dict[str, list[dict]]:
     """Every scored unit's card, ranked among townships and among departments; then the supervising
-    bodies, unranked. Each card counts what was charged to the unit on any case (domain.charged)."""
+    bodies, unranked. Each card counts what was charged to the unit on any case (domain.charged); a
+    township with a mass incident (``incidents``, :func:`mass_incidents`) is vetoed (一票否决)."""
+    vetoes = {unit: [("mass_incident", no) for no, _ in held] for unit, held in (incidents or {}).items()}
     def led_by(kinds: tuple[str, ...]) -> dict[str, list[domain.CaseFacts]]:
         units = {code: [] for code, u in sorted(scoring.directory.units.items()) if u.kind in kinds}
         for f in facts:
@@ -259,7 +318,8 @@ def scorecards(scoring: Scoring, facts: list[domain.CaseFacts]) -> dict[str, lis
     def named(code: str) -> dict:
         return {"unit": code, "unit_name": scoring.directory.units[code].name}
 
-    out = {group: domain.rank([{**domain.scorecard(code, domain.unit_figures(code, fs, facts), scoring.weights),
+    out = {group: domain.rank([{**domain.scorecard(code, domain.unit_figures(code, fs, facts), scoring.weights,
+                                                   vetoes.get(code, ())),
                                 **named(code)} for code, fs in led_by(kinds).items()])
            for group, kinds in GROUPS.items()}
     out[SUPERVISING] = [{**named(code), "figures": domain.unit_figures(code, fs, facts), "score": None, "rank": None,

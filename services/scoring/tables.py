@@ -53,6 +53,7 @@ case_facts = Table(
     Column("objections_rejected", Integer, nullable=False),
     Column("returns", JSON, nullable=False),  # the units whose objection was approved (退回)
     Column("charges", JSON, nullable=False),  # [breach, unit] charged at the moment (migration 0004)
+    Column("result", String(16)),  # the lead unit's opinion: resolved, mediated… (migration 0006)
 )
 
 # Every lifecycle event of every case, as the bus delivered it: a batch re-folds each case it touches
@@ -88,6 +89,27 @@ drives = Table(
     Column("name", String(100), nullable=False),
 )
 
+# Numbered notices (交办通知 and 督办通知) and joint meetings (联席会议), for the reports and 一票否决.
+notices = Table(
+    "notices", metadata,
+    Column("notice_type", String(32), primary_key=True),
+    Column("notice_no", String(64), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("units", JSON, nullable=False),
+    Column("case_ids", JSON, nullable=False),
+)
+
+meetings = Table(
+    "meetings", metadata,
+    Column("meeting_id", String(64), primary_key=True),
+    Column("meeting_no", String(64), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("held_on", Date, nullable=False),
+    Column("units", JSON, nullable=False),
+    Column("case_ids", JSON, nullable=False),
+)
+
 # Not part of the projection: what a closed period published stays as it was.
 frozen_periods = Table(
     "frozen_periods", metadata,
@@ -96,6 +118,6 @@ frozen_periods = Table(
     Column("closed_at", UtcDateTime(), nullable=False),
 )
 
-PROJECTION = (case_facts, case_events, visits, drives)
+PROJECTION = (case_facts, case_events, visits, drives, notices, meetings)
 inbox = inbox_table(metadata)
 outbox = outbox_table(metadata)

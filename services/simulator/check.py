@@ -70,13 +70,21 @@ def expected_state(sim: Simulation, case_id: str, end: date, replied_at: datetim
     return {"signed"} if c.signed else {"assigned"}
 
 
+def concluded(c: Tracked) -> bool:
+    """办结 (scoring's definition): the lead unit's opinion or 不予受理, no review waiting."""
+    return (c.acceptance == "not_accepted" or "lead" in c.opinions) and not c.review_pending
+
+
 def visit_problems(sim, by_cadre: dict, year: int) -> list[str]:  # noqa: ANN001 - a Simulation
-    """The night visits by cadre kind, as the simulator logged them: visits, 户次, suggestions (the
-    problems and solved depend on the cases made, counted by the report's own rule)."""
+    """The night visits by cadre kind, as the simulator logged them: visits, 户次, problems collected
+    (the cases made and those solved on the spot), solved (the cases concluded and those), suggestions."""
     out = []
     for kind in ("township_leader", "station_staff"):
         visits = [v for v in sim.plan.visits if v.kind == kind and v.day.year == year]
+        made = [sim.cases[c] for v in visits for c in v.case_ids]
+        on_spot = sum(v.solved_on_spot for v in visits)
         want = {"visits": len(visits), "households_visited": sum(v.households for v in visits),
+                "problems": len(made) + on_spot, "solved": sum(map(concluded, made)) + on_spot,
                 "suggestions": sum(v.suggestions for v in visits)}
         got = {k: by_cadre.get(kind, {}).get(k, 0) for k in want}
         if got != want:
@@ -84,13 +92,52 @@ def visit_problems(sim, by_cadre: dict, year: int) -> list[str]:  # noqa: ANN001
     return out
 
 
+def report_problems(sim, report: dict, year: int) -> list[str]:  # noqa: ANN001 - a Simulation
+    """Every other figure the annual report states, against the simulator's own record: each channel's
+    cases and conclusions, the agents and agencies that filed, the drives' disputes and leader cases,
+    the 交办 notices by number, the county's agent network."""
+    out = []
+
+    def differs(what: str, shown: object, counted: object) -> None:
+        if shown != counted:
+            out.append(f"report {what} = {shown!r}, the simulator counted {counted!r}")
+    mine = [c for c in sim.cases.values() if c.received.year == year]
+    for channel in sorted({c.channel for c in mine}):
+        cases = [c for c in mine if c.channel == channel]
+        shown = report["channels"][channel]
+        differs(f"{channel} received, closed", (shown["received"], shown["closed"]),
+                (len(cases), sum(map(concluded, cases))))
+    delegated = [c.body["delegation"]["agent_id"] for c in mine if c.channel == "delegated"]
+    dg = report["channels"]["delegated"]
+    differs("delegated agents, agencies", (dg.get("agents"), dg.get("agencies")),
+            (len(set(delegated)), len({sim.d.agency_of(a).code for a in delegated})))
+    drives = {d["drive_id"]: d for d in report["channels"]["screening"]["drives"]}
+    for drive in (d for d in sim.plan.drives if d.drive_id and d.opens.year == year):
+        shown = drives.get(drive.drive_id, {})
+        differs(f"drive {drive.name} disputes, leader cases", (shown.get("disputes"), shown.get("important")),
+                (len(drive.case_ids), len(set(drive.case_ids) & sim.led) if drive.period else 0))
+    handed = [no for no in sim.notices.values()]
+    differs("交办 notices", report["notices"]["assignment"], handed)
+    differs("cases handed to leaders", report["notices"]["led_cases"], len(sim.led))
+    differs("agent network", report["network"], {"agencies": len(sim.d.agencies), "agents": len(sim.d.agents)})
+    return out
+
+
+async def notice_problems(sim, http) -> list[str]:  # noqa: ANN001 - a Simulation, an httpx client
+    """Each 交办 notice in supervision lists the cases it handed and the units' reports back."""
+    out = []
+    for notice_id, no in sim.notices.items():
+        shown = (await http.get(f"{sim.ep.urls['supervision']}/api/v1/notices/{notice_id}")).json()
+        if shown.get("notice_no") != no or {r["unit"] for r in shown.get("replies", [])} != sim.replied[notice_id]:
+            out.append(f"notice {no}: supervision shows {shown.get('notice_no')} with replies from "
+                       f"{sorted(r['unit'] for r in shown.get('replies', []))}, the simulator recorded "
+                       f"{sorted(sim.replied[notice_id])}")
+    return out
+
+
 def own_figures(sim: Simulation, year: int) -> dict[str, int]:
     """The report's figures, as the simulator counts them (scoring's definitions)."""
     mine = [c for c in sim.cases.values() if c.received.year == year]
-
-    def concluded(c: Tracked) -> bool:  # 办结: the lead unit's opinion or 不予受理, no review waiting
-        return (c.acceptance == "not_accepted" or "lead" in c.opinions) and not c.review_pending
-
     return {
         "received": len(mine),
         "accepted": sum(c.acceptance == "accepted" for c in mine),
@@ -107,6 +154,7 @@ def own_figures(sim: Simulation, year: int) -> dict[str, int]:
         "objections": sum(len(c.objections) for c in mine),
         "objections_rejected": sum(d is False for c in mine for _, d in c.objections),
         "returns": sum(d is True for c in mine for _, d in c.objections),
+        "mediated": sum(concluded(c) and c.result == "mediated" for c in mine),
     }
 
 
@@ -202,11 +250,9 @@ async def self_check(sim: Simulation, end: date) -> list[str]:
         for key, value in own_figures(sim, year).items():
             if report["figures"].get(key) != value:
                 problems.append(f"report {key} = {report['figures'].get(key)}, the simulator counted {value}")
-        mine = [c for c in sim.cases.values() if c.received.year == year]
-        for channel, n in Counter(c.channel for c in mine).items():
-            if report["channels"][channel]["received"] != n:
-                problems.append(f"report {channel} received = {report['channels'][channel]['received']}, counted {n}")
+        problems += report_problems(sim, report, year)
         problems += visit_problems(sim, report["channels"]["night_visit"].get("by_cadre", {}), year)
+        problems += await notice_problems(sim, http)
     finally:
         await http.aclose()
     # 不再受理: every petition on a re-reviewed matter was refused, naming the final case.

@@ -25,18 +25,18 @@ from shared.settings import Settings
 PLAN_YEAR = 2026  # the simulated year
 
 
-def make_tokens(settings: Settings, directory: Directory) -> dict[str, str]:
+def make_tokens(settings: Settings, directory: Directory, agents: set[str]) -> dict[str, str]:
     """The simulated system's API tokens, made as an operator makes them (shared/tokens.py): the first
     start's clerk and supervisor tokens (in ``<data>/secrets/first-tokens.txt``, for a look around
-    after ``xinfang up --demo``), an ops token for the clocks, one token for each delegated agent,
-    who files its own cases, and one ``unit_head`` token for each unit's head (本机关负责人), who
-    decides the unit's extensions through supervision's API."""
+    after ``xinfang up --demo``), an ops token for the clocks, one token for each delegated agent of
+    the plan, who files its own cases, and one ``unit_head`` token for each unit's head (本机关负责人),
+    who decides the unit's extensions through supervision's API."""
     tokens.ensure(settings)
     first = dict(line.split(": ", 1) for line in
                  (settings.data_dir / "secrets" / tokens.FIRST_TOKENS).read_text(encoding="utf-8").splitlines())
     made = {"clerk": first["clerk"], "supervisor": first["supervisor"],
             "ops": tokens.create(settings, "ops", note="the simulator's clocks", directory=directory)[1]}
-    for agent in sorted(directory.agents):
+    for agent in sorted(agents):
         made[f"agent:{agent}"] = tokens.create(settings, "agent", agent_id=agent, note="the simulator's agent",
                                                directory=directory)[1]
     for unit in sorted(directory.units):
@@ -69,7 +69,10 @@ def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days:
     natsauth.ensure(own)
     keys.ensure(own)  # the keys of the keyed hashes, of its own (there is no default key)
     own_tokens = own.model_copy(update={"tokens_file": data / "secrets" / "tokens.json"})
-    api_tokens = make_tokens(own_tokens, load_directory(settings.config_dir))  # its API tokens, of its own
+    directory = load_directory(settings.config_dir)
+    plan = plan_year(directory, seed, scale, year=PLAN_YEAR, days=days)
+    agents = {b["delegation"]["agent_id"] for bodies in plan.filings.values() for b in bodies if b.get("delegation")}
+    api_tokens = make_tokens(own_tokens, directory, agents)  # its API tokens, of its own
     nats_server = runtime.NatsServer(data / "nats", runtime.free_port(), auth_conf=natsauth.auth_conf_path(own))
     own = own.model_copy(update={"nats_url": nats_server.url})
     # Demo mode: time travel, every clock from the first simulated morning, moved forward day by day.
@@ -90,8 +93,6 @@ def simulate(settings: Settings, seed: int, scale: float, days: int, extra_days:
         urls = {s: f"http://{settings.http_host}:{p}" for s, p in ports.items()}
         for s in SERVICES:
             runtime.wait_healthy(urls[s], children[s], timeout=60)
-        directory = load_directory(settings.config_dir)
-        plan = plan_year(directory, seed, scale, year=PLAN_YEAR, days=days)
         print(f"simulating {days} days of {directory.county.name} (seed {seed}, scale {scale}) "
               f"on a fresh system in {data}", flush=True)
         sim = Simulation(Endpoints(urls, nats_server.url, creds_dir=natsauth.creds_dir(own), tokens=api_tokens),

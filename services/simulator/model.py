@@ -1,8 +1,10 @@
 """What happens in a simulated county-year, decided up front from the seed (plain Python).
 
 Volumes follow the seed report's county (DESIGN §1): ≈76 reception-room cases, 38 online, 453
-delegated, ≈268 screened disputes, night visits, letters, calls and cases handed down by the city;
-busier before the Spring Festival and National Day. Units differ: most sign, decide on acceptance and
+delegated, 268 screened disputes — 46 of them in four special-period drives, each made leader cases
+and handed out by its own numbered 交办 notice —, night visits, letters, calls and cases handed down by
+the city; busier before the Spring Festival and National Day. The report is written at the year's end,
+so what was filed in its last weeks is still being handled. Units differ: most sign, decide on acceptance and
 give their opinion on time, some are slow, some object to cases (异议), some ask for extensions, decided
 by their own head; residents are mostly satisfied, and a few ask for a review (复查) and a re-review
 (复核). The rates of each step are in :data:`RATES`; what a unit does with a case, and what its
@@ -49,6 +51,16 @@ NOT_ACCEPTED = (  # 不予受理: the reason, and the statutory path the matter 
     ("该事项应当通过其他法定途径解决", "other_statutory"),
 )
 REVIEW_DAYS = (5, 20)  # a reviewing body answers a review within its 30 days (Art. 35, 36)
+# How long a channel's matters take, against the unit's usual pace: online petitions are mostly
+# questions answered in days (the source document closes 97% of them by the year's end; the reception
+# room's disputes, at the units' usual pace, 91%).
+CHANNEL_PACE = {"online": 0.25}
+# Screening drives: (kind, name, opens (month, day), disputes; for a special-period drive, the period its
+# 交办 notice names). 268 disputes, the 46 of the four special-period drives made leader cases.
+DRIVES = [("quarterly", "第一季度矛盾纠纷排查", (1, 5), 56, None), ("special", "春节前矛盾纠纷专项排查", (2, 1), 12, "春节"),
+          ("special", "全国两会前矛盾纠纷专项排查", (2, 20), 10, "全国两会"), ("quarterly", "第二季度矛盾纠纷排查", (4, 5), 56, None),
+          ("special", "七一前矛盾纠纷专项排查", (6, 10), 10, "七一"), ("quarterly", "第三季度矛盾纠纷排查", (7, 5), 55, None),
+          ("special", "国庆节前矛盾纠纷专项排查", (9, 15), 14, "国庆"), ("quarterly", "第四季度矛盾纠纷排查", (10, 5), 55, None)]
 
 
 def resident_id(rnd: random.Random) -> str:
@@ -64,6 +76,9 @@ class Drive:
     name: str
     disputes: int
     rows: list[dict] = field(default_factory=list)
+    period: str | None = None  # a special-period drive: the period its 交办 notice names (国庆)
+    drive_id: str | None = None  # as intake opened it
+    case_ids: list[str] = field(default_factory=list)  # as intake numbered its rows
 
 
 @dataclass
@@ -77,6 +92,7 @@ class Visit:
     fmt: str = "one_to_one"  # one_to_one (一对一) or group (多户座谈)
     solved_on_spot: int = 0
     suggestions: int = 0
+    case_ids: list[str] = field(default_factory=list)  # the cases intake made of its problems
 
 
 @dataclass
@@ -119,20 +135,25 @@ def plan_year(directory: Directory, seed: int, scale: float = 1.0, year: int = 2
     span = [first + timedelta(days=i) for i in range(days)]
     weights = [season(d) * (0.3 if d.weekday() >= 5 else 1.0) for d in span]
 
-    def resident() -> dict:
-        if people and rnd.random() < 0.03:
+    def resident(fresh: bool = False) -> dict:
+        if people and not fresh and rnd.random() < 0.03:
             name, idn = rnd.choice(people)  # a repeat petitioner
         else:
             name, idn = rnd.choice(SURNAMES) + "".join(rnd.choice(GIVEN) for _ in range(2)), resident_id(rnd)
             people.append((name, idn))
         return {"name": name, "id_number": idn, "phone": f"13{rnd.randrange(10**8, 10**9)}"}
 
-    def case(channel: str) -> dict:
+    # Agents at the township centres, which offer every service, are busier than a village's.
+    agents = sorted(directory.agents)
+    busy = [len(directory.agency_of(a).service_types) ** 3 for a in agents]
+
+    def case(channel: str, plain: bool = False) -> dict:
+        """A case as filed; ``plain``: a fresh resident and none of the marks of an important case."""
         township = rnd.choice(townships)
         village = rnd.choice(directory.townships[township].villages).code
-        body = {"channel": channel, "resident": resident(), "township": township, "village": village}
+        body = {"channel": channel, "resident": resident(plain), "township": township, "village": village}
         if channel == "delegated":
-            agent = rnd.choice(sorted(directory.agents))
+            agent = rnd.choices(agents, busy)[0]
             service = rnd.choice(directory.agency_of(agent).service_types)
             category = SERVICE_CATEGORY.get(service, "other")
             body["delegation"] = {"agent_id": agent, "service_type": service}
@@ -145,26 +166,23 @@ def plan_year(directory: Directory, seed: int, scale: float = 1.0, year: int = 2
         body["content"] = f"群众反映{rnd.choice(keywords)}方面的问题，请求协调解决。"
         # Some cases come without a category: routing classifies them from the words above.
         body["category"] = None if channel in ("letter", "phone") and rnd.random() < 0.4 else category
-        if rnd.random() < 0.05:
+        if rnd.random() < 0.05 and not plain:
             body["people_count"] = rnd.randrange(5, 31)
-        body["escalated"], body["backlog"] = rnd.random() < 0.03, rnd.random() < 0.02
+        body["escalated"], body["backlog"] = (False, False) if plain else (rnd.random() < 0.03, rnd.random() < 0.02)
         return body
 
     for channel, per_year in YEARLY.items():
         for _ in range(round(per_year * scale * days / 365)):
             day = rnd.choices(span, weights)[0]
             plan.filings.setdefault(day, []).append(case(channel))
-    drives = [(date(year, m, 5), 14, "quarterly", f"{year}年第{q}季度矛盾纠纷排查", 36) for q, m in
-              ((1, 1), (2, 4), (3, 7), (4, 10))]
-    drives += [(date(year, 2, 1), 14, "special", "春节前矛盾纠纷专项排查", 58),
-               (date(year, 9, 15), 14, "special", "国庆节前矛盾纠纷专项排查", 66)]
-    for opens, length, kind, name, n in drives:
+    for kind, name, (month, day_of), n, period in DRIVES:
+        opens = date(year, month, day_of)
         if opens <= last:
-            d = Drive(opens, opens + timedelta(days=length), kind, name, round(n * scale))
+            d = Drive(opens, opens + timedelta(days=14), kind, f"{year}年{name}", round(n * scale), period=period)
             plan.drives.append(d)
             plan.filings.setdefault(opens, [])
-    for d in plan.drives:
-        d.rows = [case("screening") for _ in range(d.disputes)]
+    for d in plan.drives:  # a quarterly drive's disputes are ordinary ones; a special period's, important
+        d.rows = [case("screening", plain=d.kind != "special") for _ in range(d.disputes)]
     # 驻村夜访 as the seed report's county did them: township leaders ≈120 户次 with 60+ problems solved,
     # station staff ≈850 户次 with 400+, 100+ suggestions; most problems solved on the spot, a few become cases.
     day = first + timedelta(days=3)

@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import nats
 
-from services.simulator.model import NOT_ACCEPTED, RATES, REVIEW_DAYS, Year
+from services.simulator.model import CHANNEL_PACE, NOT_ACCEPTED, RATES, REVIEW_DAYS, Drive, Year
 from services.units.client import Refused, UnitClient
 from shared import events as ev
 from shared.clock import ManualClock
@@ -123,6 +123,7 @@ class Tracked:
     requested: list[str] = field(default_factory=list)  # the review levels asked for
     reviewers: dict[str, str] = field(default_factory=dict)  # level → the body routing named
     refile: dict | None = None  # what intake answered to the same matter filed again
+    result: str | None = None  # the lead unit's opinion: resolved, mediated (调解协议)…
 
     @property
     def review_pending(self) -> bool:
@@ -155,6 +156,10 @@ class Simulation:
         self.late = 0  # assignments seen only after the day their unit was to act (then it acts the next day)
         self.today = date(plan.year, 1, 1)
         self.acting = False
+        self.notices: dict[str, str] = {}  # the 交办 notices issued: id → number
+        self.led: set[str] = set()  # the cases they handed to leaders
+        self.notice_replies: dict[date, list[tuple[str, str]]] = defaultdict(list)  # day → (notice, unit)
+        self.replied: dict[str, set[str]] = defaultdict(set)  # notice → the units that reported back
 
     # --- the year -------------------------------------------------------------------------------
 
@@ -198,9 +203,12 @@ class Simulation:
         await self._until_placed(new)
         await self._triage()
         await self._observed()
+        for drive in (d for d in self.plan.drives if d.opens == day and d.period and filing):
+            await self._hand_to_leaders(drive)
         self.acting = True
         for action in sorted(self.todo.pop(day, []), key=lambda a: (a[1], a[0], a[2])):
             await self._act(day, *action)
+        await self._report_back(day)
         # What the day's steps caused (a re-route, a reviewer named) is seen before the day ends, so
         # the units' next steps are planned from the day it happened, however fast the bus was.
         await self.settled(("routing", "supervision"))
@@ -237,9 +245,10 @@ class Simulation:
             if status >= 300:
                 raise RuntimeError(f"intake /api/v1/visits: {status} {str(answer)[:300]}")
             break
-        return [self._track(c["case_number"], "night_visit", day, c["query_code"],
-                            {**p, "channel": "night_visit", "township": v.township, "village": v.village})
-                for c, p in zip(answer["cases"], problems)]
+        v.case_ids = [self._track(c["case_number"], "night_visit", day, c["query_code"],
+                                  {**p, "channel": "night_visit", "township": v.township, "village": v.village})
+                      for c, p in zip(answer["cases"], problems)]
+        return v.case_ids
 
     def _track(self, case_id: str, channel: str, day: date, code: str, body: dict | None = None) -> str:
         self.cases[case_id] = Tracked(case_id, channel, day, code, body)
@@ -261,18 +270,43 @@ class Simulation:
                 opened = await self._post("intake", "/api/v1/drives", {
                     "kind": drive.kind, "name": drive.name, "starts_on": drive.opens.isoformat(),
                     "ends_on": drive.closes.isoformat()})
-                drive.drive_id = opened["drive_id"]  # type: ignore[attr-defined]
+                drive.drive_id = opened["drive_id"]
                 rows = [{"row": i + 2, "values": _row(r)} for i, r in enumerate(drive.rows)]
                 report = await self._post("intake", f"/api/v1/drives/{opened['drive_id']}/rows",
                                           {"source": f"sim{self.seed}d{n}x{day:%Y%m%d}", "rows": rows})
                 # A row of a repeat petitioner on a re-reviewed matter is refused (不再受理), not stored.
                 self.steps["refused_repeat_filing"] += len({e["row"] for e in report.get("errors", [])
                                                             if "不再受理" in e.get("message", "")})
-                for _, number in sorted(report["case_numbers"].items(), key=lambda x: int(x[0])):
-                    new.append(self._track(number, "screening", day, ""))
-            if drive.closes == day and getattr(drive, "drive_id", None):
+                drive.case_ids = [self._track(number, "screening", day, "") for _, number in
+                                  sorted(report["case_numbers"].items(), key=lambda x: int(x[0]))]
+                new += drive.case_ids
+            if drive.closes == day and drive.drive_id:
                 await self._post("intake", f"/api/v1/drives/{drive.drive_id}/close", None)
         return new
+
+    async def _hand_to_leaders(self, drive: Drive) -> None:
+        """交办通知: the special-period drive's disputes, each made a leader case by routing, handed to
+        their lead units and leaders by the office's numbered notice (青信联办发〔2026〕N号); the notice
+        waits until supervision has seen every leader."""
+        await self.settled(("routing", "supervision"))
+        body = {"notice_type": "assignment", "case_ids": drive.case_ids,
+                "title": f"关于{drive.period}期间信访矛盾纠纷领导包案督办的通知",
+                "demands": "请各包案领导和主办单位按照属地管理、分级负责和谁主管、谁负责的原则，落实包案责任，"
+                           "在规定时限内化解到位，并书面报告办理情况。",
+                "reply_by": (drive.opens + timedelta(days=20)).isoformat()}
+        notice = await self._post("supervision", "/api/v1/notices", body, who="supervisor")
+        self.notices[notice["notice_id"]] = notice["notice_no"]
+        self.led.update(notice["case_ids"])
+        for unit in notice["units"]:  # each lead unit reports back (书面报告), most by the reply date
+            when = drive.opens + timedelta(days=random.Random(f"{self.seed}:{notice['notice_no']}:{unit}").randint(5, 24))
+            self.notice_replies[when].append((notice["notice_id"], unit))
+
+    async def _report_back(self, day: date) -> None:
+        """The units' written reports on a 交办 notice, recorded by the office's clerk."""
+        for notice_id, unit in self.notice_replies.pop(day, []):
+            await self._post("supervision", f"/api/v1/notices/{notice_id}/replies",
+                             {"unit": unit, "text": "包案事项已落实专人办理，现将化解进展报告如下。"})
+            self.replied[notice_id].add(unit)
 
     # --- what the system tells ------------------------------------------------------------------
 
@@ -444,7 +478,7 @@ class Simulation:
         await self._send(unit, "decide_acceptance", case.case_id, "accepted", "属于本机关职权范围，予以受理")
         case.acceptance = "accepted"
         self.steps["accepted"] += 1
-        case.reply_on = day + timedelta(days=rnd.randint(*habit.reply_days))
+        case.reply_on = day + timedelta(days=round(rnd.randint(*habit.reply_days) * CHANNEL_PACE.get(case.channel, 1)))
         rate = habit.extension_rate
         if self._pick({"extension_requested": rate, "no_extension": 1 - rate}, rnd) == "extension_requested":
             self._schedule(day + timedelta(days=rnd.randint(2, 8)), "extend", case.case_id, unit)
@@ -488,7 +522,9 @@ class Simulation:
         """处理意见书 (Art. 32, 34): the case counts as 办结; the resident answers within a week."""
         if unit != case.lead or "lead" in case.opinions:
             return
-        result = rnd.choices(("resolved", "partly_resolved", "explained", "not_supported"), (70, 10, 15, 5))[0]
+        result = rnd.choices(("resolved", "mediated", "partly_resolved", "explained", "not_supported"),
+                             (60, 10, 10, 15, 5))[0]
+        case.result = result
         await self._send(unit, "reply", case.case_id, result, "经调查核实，已依法依规作出处理意见，现书面答复如下。")
         self._opinion(day, case, "lead")
         self.steps["opinion"] += 1

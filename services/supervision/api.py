@@ -3,11 +3,11 @@ progress lookup, and (in time-travel mode) the clock."""
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import Field
 
 from services.supervision import meetings, notices, service
 from services.supervision.service import Supervision
@@ -17,6 +17,7 @@ from shared.events import Code
 from shared.forms import attachment
 from shared.http import Guard, NotAllowed
 from shared.ratelimit import RESIDENT_ERRORS
+from shared.text import Day, InputModel
 from shared.tokens import Principal
 
 guard = Guard("supervision")  # roles per route: shared/access.py
@@ -32,8 +33,8 @@ IgnoredStaffId = Annotated[str | None, Field(max_length=64, description=(
     "ignored, accepted for older clients: recorded as the token's staff id"))]
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+class _In(InputModel):
+    """Every input of supervision's API (shared/text.py)."""
 
 
 class ExtensionDecision(_In):
@@ -63,20 +64,20 @@ class NoticeIn(_In):
     title: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(None, description=(
         "assignment: the notice's title, e.g. 关于国庆期间信访矛盾纠纷领导包案督办的通知"))
     demands: Annotated[str, Field(min_length=1, max_length=2000)]
-    reply_by: date
+    reply_by: Day
     issued_by: IgnoredStaffId = None
 
 
 class DecisionIn(_In):
     text: Annotated[str, Field(min_length=1, max_length=2000)]
     unit: Code
-    due_on: date
+    due_on: Day
 
 
 class MeetingIn(_In):
     """联席会议: what was convened for, who came, which cases, what was decided."""
 
-    held_on: date
+    held_on: Day
     kind: Literal["prominent_problem", "mass_incident"]
     topic: Annotated[str, Field(min_length=1, max_length=500)]
     units: Annotated[list[Code], Field(min_length=1, max_length=100)]
@@ -137,7 +138,7 @@ def build_router(sup: Supervision) -> APIRouter:
         return service.timeline(ctx, case_id)
 
     @r.get("/due", tags=["deadlines"], summary="Due dates falling within `days`")
-    def due_soon(ctx: Ctx, days: int = 3, unit: str | None = None, who: Principal = guard("GET /api/v1/due")) -> list[dict]:
+    def due_soon(ctx: Ctx, days: Annotated[int, Query(ge=0, le=366)] = 3, unit: str | None = None, who: Principal = guard("GET /api/v1/due")) -> list[dict]:
         return service.due_list(ctx, overdue=False, within_days=days, unit=_own_unit(who, unit), leader=who.leader_id)
 
     @r.get("/overdue", tags=["deadlines"], summary="Due dates passed and not met")

@@ -31,7 +31,8 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     async def load_keys() -> None:
         sup.keys_of()  # without both keys the service does not start (shared/keys.py says how to set them)
     plumbing.on_start.insert(0, load_keys)
-    plumbing.workers += [handlers.Sweeper(sup, settings.sweep_interval_s), handlers.timeline_responder(sup, plumbing.bus)]
+    plumbing.workers += [handlers.Sweeper(sup, settings.sweep_interval_s), handlers.timeline_responder(sup, plumbing.bus),
+                         handlers.resident_step_responder(sup, plumbing.bus)]
 
     async def check_calendar() -> None:
         # A case received today may be due next year: warn when that year's schedule is unknown.

@@ -29,7 +29,7 @@ TITLES = {
     "review_opinion": "复查意见书",
     "re_review_opinion": "复核意见书",
 }
-RESULTS = {"resolved": "已解决", "partly_resolved": "部分解决", "not_supported": "不予支持", "explained": "解释说明"}
+RESULTS = {"resolved": "已解决", "mediated": "达成调解协议", "partly_resolved": "部分解决", "not_supported": "不予支持", "explained": "解释说明"}
 OUTCOMES = {"upheld": "维持", "changed": "变更", "revoked": "撤销"}
 # A reviewing body the directory does not name is still named in words: the resident must know where to go.
 SUPERIOR = "上一级行政机关"

@@ -37,6 +37,20 @@ def timeline_responder(sup: Supervision, bus: Bus) -> Responder:
     return Responder(bus, subjects.TIMELINE_QUERY, "supervision", partial(answer_timeline, sup))
 
 
+def answer_resident_step(sup: Supervision, _asker: str, request: bytes) -> ev.ResidentStepAnswer:
+    """``resident_step.intake``: may the resident take this step on the case now?"""
+    try:
+        query = ev.ResidentStepQuery.model_validate_json(request)
+    except ValueError:
+        return ev.ResidentStepAnswer(known=False, allowed=False,
+                                     reason='send a JSON object {"case_id": "…", "step": "feedback|review|re_review"}')
+    return ev.ResidentStepAnswer.model_validate(service.resident_step(sup, query.case_id, query.step))
+
+
+def resident_step_responder(sup: Supervision, bus: Bus) -> Responder:
+    return Responder(bus, subjects.RESIDENT_STEP_QUERY, "supervision", partial(answer_resident_step, sup))
+
+
 class Sweeper:
     """Runs a sweep every ``interval_s`` on the service's clock; safe with any number of replicas."""
 

@@ -344,6 +344,30 @@ def _listing(conn: Connection, table, case_id: str) -> list:  # noqa: ANN001 - n
     return [r for r in rows if case_id in (r.case_ids or [])]
 
 
+def resident_step(sup: Supervision, case_id: str, step: str) -> dict:
+    """Whether the resident's feedback (评价) or review request (复查/复核) would apply to the case now:
+    the fold's own verdict on the step, taken at the service's clock, nothing stored. Intake asks
+    before recording the step (``resident_step.intake``), so a step asked too early or after the
+    matter is final is refused at once and the resident's right is not used up."""
+    t = tables.timeline
+    with sup.uow.engine.connect() as conn:
+        rows = conn.execute(select(t.c.payload, t.c.placed_at).where(t.c.case_id == case_id)).all()
+    events = [ev.decode_dict(r.payload) for r in rows]
+    state, _ = domain.fold(events, sup.policy, sup.agent_days, [_utc(r.placed_at) for r in rows])
+    if state.state == "new":
+        return {"case_id": case_id, "known": False, "allowed": False,
+                "reason": "supervision has not received the case yet"}
+    now = sup.clock.now()
+    resident = ev.Actor(kind="resident")
+    step_event = (ev.PetitionerFeedback(case_id=case_id, occurred_at=now, actor=resident, satisfied=True)
+                  if step == "feedback" else
+                  ev.ReviewRequested(case_id=case_id, occurred_at=now, actor=resident, level=step, reason="-"))
+    state_before = str(state.state)
+    verdict = domain.apply(state, step_event, now, sup.policy, sup.agent_days)
+    return {"case_id": case_id, "known": True, "allowed": verdict.applied, "reason": verdict.reason,
+            "state": state_before}
+
+
 def unit_timeline(sup: Supervision, case_id: str, unit: str) -> dict:
     """A unit's view of a case it holds or held (was ever assigned): every step, who and when, applied
     or refused with the reason — so a department sees what became of its own events. Any other case,
