@@ -90,6 +90,17 @@ def test_one_idempotency_key_sent_four_times_at_once_makes_one_case(intake: Test
     assert sum(a.headers.get("Idempotent-Replayed") == "true" for a in answers) == 3
     assert table_counts(intake_db)["cases"] == 1
 
+    visit = {"cadre_name": "李明", "cadre_unit": "nanhe", "township": "nanhe", "village": "nanhe-hekou",
+             "visited_on": "2026-03-02", "households_visited": 6,
+             "problems": [{"resident": {"name": "赵六"}, "title": "灌溉水渠堵塞", "content": "水渠堵塞影响灌溉"}]}
+
+    def log(_: int):  # noqa: ANN202
+        return intake.post("/api/v1/visits", json=visit, headers={"Idempotency-Key": "visit-retry-7"})
+    with ThreadPoolExecutor(4) as pool:
+        logged = list(pool.map(log, range(4)))
+    assert sorted(a.status_code for a in logged) == [201] * 4, [a.text for a in logged]
+    assert len({a.json()["visit_id"] for a in logged}) == 1 and table_counts(intake_db)["cases"] == 2
+
 
 @pytest.mark.one_database
 def test_the_api_docs_load_with_no_network_beyond_the_service(intake: TestClient) -> None:

@@ -5,6 +5,7 @@ from services.intake import domain, tables
 from services.intake.schemas import CaseAccepted, CaseSubmission, VisitLog, VisitLogged
 from services.intake.service import Draft, Intake, allocate, answer_row, register, request_hash, stored_answers
 from shared import events as ev
+from shared.db import lock_keys
 from shared.errors import Conflict, FieldError, InvalidInput
 from shared.outbox import enqueue
 
@@ -33,6 +34,8 @@ def log_visit(intake: Intake, visit: VisitLog, staff_id: str | None, idempotency
     key = f"visit:{idempotency_key}" if idempotency_key else None
     now = intake.clock.now()
     with intake.uow.begin() as conn:
+        if key is not None:
+            lock_keys(conn, "intake:idempotency", [key])  # one log at once per key (service.register)
         if key is not None and (seen := stored_answers(conn, intake, [key]).get(key)) is not None:
             body_hash, answer = seen
             if body_hash != request_hash(visit):
