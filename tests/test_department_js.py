@@ -17,6 +17,10 @@ from shared import events as ev
 from shared.settings import Settings
 from tests.helpers import case_body, read_subject, wait_until
 
+# the department's contract on the bus: the same whatever database the services use: SQLite only
+# (tests/conftest.py).
+pytestmark = pytest.mark.one_database
+
 JS_DIR = Path(__file__).parent / "js"
 
 

@@ -25,6 +25,10 @@ from shared.policy import CHINA_TZ, load_policy
 from shared.settings import REPO_ROOT, Settings
 from tests.helpers import case_body, wait_until
 
+# SQLite only (tests/conftest.py): the notices' wording and dates; the timelines they come from run on
+# PostgreSQL in tests/test_supervision.py.
+pytestmark = pytest.mark.one_database
+
 CONFIG = REPO_ROOT / "deploy" / "config"
 CASE = "QS-2026-000042"
 SYS = ev.Actor(kind="service", id="test")

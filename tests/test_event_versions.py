@@ -28,6 +28,10 @@ from shared.settings import REPO_ROOT, Settings
 from tests.scoring_history import script
 from tests.test_scoring import projected, publish_shuffled
 
+# payload versions on the bus; the rebuild on PostgreSQL runs in tests/test_scoring.py: SQLite only
+# (tests/conftest.py).
+pytestmark = pytest.mark.one_database
+
 FIXTURES = Path(__file__).parent / "fixtures" / "events"
 CONFIG = REPO_ROOT / "deploy" / "config"
 DIRECTORY = load_directory(CONFIG)

@@ -29,6 +29,9 @@ from shared.settings import REPO_ROOT, Settings
 from tests.helpers import case_body, free_port, wait_until
 from tests.test_department_js import JS_DIR, node  # noqa: F401 - the session fixture that installs nats.js
 
+# NATS users and permissions: the same whatever database the services use: SQLite only (tests/conftest.py).
+pytestmark = pytest.mark.one_database
+
 DENIED = (NatsTimeout, NoRespondersError, asyncio.TimeoutError)  # the server drops it and tells the client
 
 

@@ -24,6 +24,10 @@ from tests.helpers import case_body, read_subject, resident_id, wait_until
 from tests.test_routing import assigned, decide_objection, objections, publish, routed, submit, unit_do
 from tests.test_routing_procedure import ask_routing
 
+# SQLite only (tests/conftest.py): reading a complaint's text; routing on PostgreSQL runs in
+# tests/test_routing.py.
+pytestmark = pytest.mark.one_database
+
 SAMPLE = REPO_ROOT / "deploy" / "config"
 DIRECTORY = load_directory(SAMPLE)
 CONFIG = load_routing(SAMPLE, DIRECTORY)
