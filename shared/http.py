@@ -113,6 +113,12 @@ def install_error_handlers(app: FastAPI, body_rules: BodyRules | None = None) ->
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(OverflowError)
+    async def _out_of_range(_request: Request, exc: OverflowError) -> JSONResponse:
+        """A number past what the database or a date can hold (the inputs bound the ones they know)."""
+        return JSONResponse(error_body("invalid_input", "a number is out of range; nothing was changed",
+                                       [FieldError("body", str(exc)[:200])]), status_code=422)
+
     @app.exception_handler(DataError)
     async def _unstorable(_request: Request, exc: DataError) -> JSONResponse:
         """A value the database cannot store (the input checks refuse what they know of: control

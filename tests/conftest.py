@@ -18,6 +18,13 @@ from shared.settings import Settings
 from tests.helpers import STAFF_ID, TEST_KEYS, free_port
 
 POSTGRES_URL = os.environ.get("XF_TEST_POSTGRES_URL")
+
+# Property tests and the schema fuzzing draw the same examples on every run (a red CI names a real
+# input, never a lucky draw); XF_HYPOTHESIS_RANDOM=1 explores new ones.
+from hypothesis import settings as hypothesis_settings  # noqa: E402
+
+hypothesis_settings.register_profile("xinfang", derandomize=not os.environ.get("XF_HYPOTHESIS_RANDOM"), database=None)
+hypothesis_settings.load_profile("xinfang")
 DATABASES = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 
 

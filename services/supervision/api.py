@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 
 from services.supervision import meetings, notices, service
@@ -247,7 +247,7 @@ def build_router(sup: Supervision) -> APIRouter:
 
     @r.post("/meetings/{meeting_id}/decisions/{n}/done", tags=["meetings"],
             summary="A decision carried out (落实): a unit token reports its own")
-    def decision_done(meeting_id: str, n: int, body: DecisionDone, ctx: Ctx,
+    def decision_done(meeting_id: str, n: Annotated[int, Path(ge=1, le=10_000)], body: DecisionDone, ctx: Ctx,
                       who: Principal = guard("POST /api/v1/meetings/{meeting_id}/decisions/{n}/done")) -> dict:
         return meetings.done(ctx, meeting_id, n, body.note, unit=who.unit)
 
