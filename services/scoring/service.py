@@ -10,7 +10,7 @@ from datetime import date, datetime, time, timedelta
 from functools import cached_property
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, Text, bindparam, cast, delete, func, select
+from sqlalchemy import Connection, Text, bindparam, cast, delete, select
 
 from services.scoring import domain, tables
 from shared import events as ev
@@ -233,11 +233,11 @@ def report(scoring: Scoring, period: str, filters: dict[str, str] | None = None)
         drives = {r.drive_id: dict(r._mapping) for r in conn.execute(select(tables.drives))}
         start, end = period_bounds(period)
         notices = notices_in(conn, start, end)
-        incidents = mass_incidents(conn, start, end)
-        m = tables.meetings
-        meetings = dict(conn.execute(
-            select(m.c.kind, func.count()).where(m.c.held_on >= start.astimezone(CHINA_TZ).date(),
-                                                 m.c.held_on < end.astimezone(CHINA_TZ).date()).group_by(m.c.kind)).all())
+        held = meetings_in(conn, start, end)
+        meetings: dict[str, int] = {}
+        for r in held:
+            meetings[r.kind] = meetings.get(r.kind, 0) + 1
+        incidents = mass_incidents(conn, [r for r in held if r.kind == "mass_incident"])
     from services.scoring import reports
     body = {
         "period": period, "from": start.date().isoformat(), "to": (end - timedelta(days=1)).date().isoformat(),
@@ -270,13 +270,17 @@ def notices_in(conn: Connection, start: datetime, end: datetime) -> dict:
     return out
 
 
-def mass_incidents(conn: Connection, start: datetime, end: datetime) -> dict[str, list[tuple[str, list[str]]]]:
-    """The period's joint meetings on a mass incident (群体性事件), by the township each discussed case
-    arose in (属地管理): (meeting number, its cases there)."""
+def meetings_in(conn: Connection, start: datetime, end: datetime) -> list:
+    """The period's joint meetings (联席会议), in the order they were held."""
     m = tables.meetings
     first, last = start.astimezone(CHINA_TZ).date(), end.astimezone(CHINA_TZ).date()
-    held = list(conn.execute(select(m).where(m.c.kind == "mass_incident", m.c.held_on >= first, m.c.held_on < last)
+    return list(conn.execute(select(m).where(m.c.held_on >= first, m.c.held_on < last)
                              .order_by(m.c.held_on, m.c.meeting_id)))
+
+
+def mass_incidents(conn: Connection, held: list) -> dict[str, list[tuple[str, list[str]]]]:
+    """Joint meetings on a mass incident (群体性事件), by the township each discussed case arose in
+    (属地管理): (meeting number, its cases there)."""
     facts = load_facts(conn, {c for r in held for c in r.case_ids})
     out: dict[str, list[tuple[str, list[str]]]] = {}
     for r in held:
