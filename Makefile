@@ -17,8 +17,10 @@ install: $(BIN)/.installed
 up: install
 	$(BIN)/xinfang up
 
+# Two workers (pytest-xdist), a test file each at a time: most of a test is waiting on NATS, a
+# database or a child process, so two share the machine's cores well (README, "Tests").
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # The fault matrix (tests/faults): kills, outages, poison and a clock jump under load, on SQLite and
 # (with XF_TEST_POSTGRES_URL) PostgreSQL; prints each fault's recovery time.

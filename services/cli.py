@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start NATS (embedded unless XF_NATS_URL is set) and every service")
     up.add_argument("--demo", action="store_true",
                     help="instead: a fresh system in var/demo with a simulated county-year played through it")
+    up.add_argument("--cluster", action="store_true",
+                    help="production's shape: a 3-node NATS cluster on loopback (ports XF_EMBEDDED_NATS_PORT+0..2), "
+                         "streams with 3 replicas, fsync before each ack; PostgreSQL when XF_<SERVICE>_DB_URL say so")
 
     run = sub.add_parser("run", help="run one service process (several may run as replicas)")
     run.add_argument("service", choices=SERVICES)
@@ -125,11 +128,14 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"bad configuration: {exc}", file=sys.stderr)
             return 2
+    if args.command == "up" and args.cluster and args.demo:
+        print("--cluster and --demo: one or the other", file=sys.stderr)
+        return 2
     if args.command == "up" and args.demo:
         from services.simulator.cli import simulate
         return simulate(settings, 1, 1.0, 365, 0, settings.data_dir / "demo", stay_up=True)
     if args.command == "up":
-        return runtime.up(settings)
+        return runtime.up(settings, cluster=args.cluster)
     if args.command == "run":
         if args.service not in runtime.APPS:
             print(f"{args.service} does not exist yet", file=sys.stderr)
@@ -156,13 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tail":
         import asyncio
         try:
-            asyncio.run(tail_events(settings.effective_nats_url, settings.stream_name, args.subject, args.all,
+            asyncio.run(tail_events(settings.nats_servers, settings.stream_name, args.subject, args.all,
                                     natsauth.connect_options(settings, natsauth.OPS, args.creds)))
         except KeyboardInterrupt:
             pass
         return 0
     if args.command == "unit":  # the unit's own NATS user: --creds, XF_NATS_CREDS, or its file in the data folder
-        return unit_cli.run(args, settings.effective_nats_url, settings.stream_name,
+        return unit_cli.run(args, settings.nats_servers, settings.stream_name,
                             natsauth.creds_for(settings, natsauth.unit_user(args.code)),
                             natsauth.connect_options(settings).get("tls"))
     if args.command == "nats-config":
@@ -254,7 +260,7 @@ def token_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def tail_events(url: str, stream: str, subject: str, replay: bool, options: dict | None = None) -> None:
+async def tail_events(url: str | list[str], stream: str, subject: str, replay: bool, options: dict | None = None) -> None:
     """Every stored event on ``subject`` once, in order, new ones as they come: read from the stream by
     sequence (``STREAM.MSG.GET``, next message on the subject), woken by a subscription to it. No
     consumer: the ``ops`` user may read but not create one (shared/natsauth.py)."""
@@ -271,7 +277,8 @@ async def tail_events(url: str, stream: str, subject: str, replay: bool, options
     async def woken(_msg) -> None:  # noqa: ANN001
         wake.set()
     await nc.subscribe(subject, cb=woken)
-    print(f"listening on {subject} at {url} (Ctrl-C stops)", file=sys.stderr, flush=True)
+    shown = ",".join(url) if isinstance(url, list) else url
+    print(f"listening on {subject} at {shown} (Ctrl-C stops)", file=sys.stderr, flush=True)
     try:
         while True:
             wake.clear()

@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 from pydantic import BaseModel
 
 from shared import natsauth, subjects
@@ -40,11 +40,13 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             name=settings.stream_name, subjects=list(subjects.STREAM_SUBJECTS),
             storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
             max_age=0, max_bytes=-1, max_msgs=-1, duplicate_window=settings.duplicate_window_s,
+            num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             name=subjects.DEAD_LETTER_STREAM, subjects=list(subjects.DEAD_LETTER_SUBJECTS),
             storage=StorageType.FILE, retention=RetentionPolicy.LIMITS, discard=DiscardPolicy.OLD,
             max_age=90 * 86400.0, max_bytes=-1, max_msgs=-1, duplicate_window=settings.duplicate_window_s,
+            num_replicas=settings.stream_replicas,
         ),
     ]
 
@@ -55,36 +57,54 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     With NATS users (shared/natsauth.py) only ``admin`` may create or update a stream: a service
     finds them declared (``xinfang up`` declares them as admin first). Its attempt is refused by the
     server, which answers nothing, so the request times out: a stream that exists is used as it is,
-    with a warning when its settings differ; one that is missing is an error (the bus retries)."""
+    with a warning when its settings differ; one that is missing is an error (the bus retries).
+
+    Replicas (XF_STREAM_REPLICAS) are brought to the setting like the rest: raising them (1 → 3 after
+    moving to a cluster) makes the new peers copy the whole stream while it keeps serving; lowering
+    them (3 → 1) keeps the stream and its messages on one peer and drops the copies on the others
+    (nothing is lost, but one server's disk then holds the only copy). A server that is not
+    clustered refuses more than 1 replica: an error that says so."""
     for cfg in stream_configs(settings):
         try:
             info = await js.stream_info(cfg.name)
         except NotFoundError:
             try:
                 await js.add_stream(cfg)
-                log.info("stream created", extra={"fields": {"stream": cfg.name}})
+                log.info("stream created", extra={"fields": {"stream": cfg.name, "replicas": cfg.num_replicas}})
                 continue
             except BadRequestError:  # another process created it first
                 info = await js.stream_info(cfg.name)
             except (NatsTimeout, asyncio.TimeoutError):
                 raise RuntimeError(f"stream {cfg.name} does not exist and this NATS user may not create it "
                                    "(only admin may: `xinfang up` declares the streams as admin)") from None
+            except APIError as exc:
+                raise _replicas_refused(cfg, exc) from None
         have = info.config
         if (sorted(have.subjects or []) != sorted(cfg.subjects or []) or have.max_age != cfg.max_age
-                or have.duplicate_window != cfg.duplicate_window):
+                or have.duplicate_window != cfg.duplicate_window or (have.num_replicas or 1) != cfg.num_replicas):
             log.warning("stream settings differ from the declaration; updating",
-                        extra={"fields": {"stream": cfg.name}})
+                        extra={"fields": {"stream": cfg.name, "replicas": f"{have.num_replicas} -> {cfg.num_replicas}"}})
             try:
                 await js.update_stream(cfg)
             except (NatsTimeout, asyncio.TimeoutError):
                 log.warning("this NATS user may not update the stream (only admin may); using it as it is",
                             extra={"fields": {"stream": cfg.name}})
+            except APIError as exc:
+                raise _replicas_refused(cfg, exc) from None
+
+
+def _replicas_refused(cfg: StreamConfig, exc: APIError) -> Exception:
+    """The server's refusal, said in our terms when it is about replicas (error 10074)."""
+    if exc.err_code == 10074:
+        return RuntimeError(f"stream {cfg.name}: XF_STREAM_REPLICAS={cfg.num_replicas}, but this NATS server is "
+                            "not part of a cluster (replicas > 1 need one: deploy/nats/cluster.conf)")
+    return exc
 
 
 async def declare_streams(settings: Settings, creds: Path | None = None) -> None:
     """Connect as admin (``creds``, else XF_NATS_CREDS, else the embedded run's ``admin.json``; none:
     anonymous) and declare the streams: what ``xinfang up`` does before it starts the services."""
-    nc = await nats.connect(settings.effective_nats_url, name="xinfang-declare", connect_timeout=5,
+    nc = await nats.connect(settings.nats_servers, name="xinfang-declare", connect_timeout=5,
                             allow_reconnect=False, **natsauth.connect_options(settings, natsauth.ADMIN, creds))
     try:
         await ensure_streams(nc.jetstream(timeout=PUBLISH_TIMEOUT_S), settings)
@@ -143,7 +163,7 @@ class Bus:
         # Where this connection's replies and pull deliveries arrive: its user may read only these.
         self.inbox_prefix = (options.get("inbox_prefix", "_INBOX") + ".").encode()
         self.broker = NatsBroker(
-            settings.effective_nats_url, name=name, connect_timeout=2, allow_reconnect=True,
+            settings.nats_servers, name=name, connect_timeout=2, allow_reconnect=True,
             max_reconnect_attempts=-1, reconnect_time_wait=0.5, reconnected_cb=self._reconnected,
             disconnected_cb=self._disconnected, error_cb=self._error,
             graceful_timeout=settings.consumer_ack_wait_s, logger=log, log_level=logging.DEBUG,

@@ -140,6 +140,10 @@ class BoundTable:
         return refused
 
 
+# Why a message is dead-lettered (the ``kind`` of xf_dead_letters_total and of the Xf-Error-Kind header).
+DEAD_LETTER_KINDS = ("undecodable", "forged", "rejected", "conflict", "failed")
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     durable: str
@@ -228,6 +232,8 @@ class DurableConsumer:
         self.cannot_dead_letter: str | None = None  # why the last dead letter failed, until one succeeds
         self.busy_since: float | None = None  # a batch in hand since (monotonic)
         self._stopping = asyncio.Event()
+        for kind in DEAD_LETTER_KINDS:  # every series from 0, so the first dead letter is an increase
+            metrics.dead_letters.labels(spec.durable, kind)
         metrics.consumer_healthy.labels(spec.durable).set_function(lambda: 0 if self.health() else 1)
         metrics.consumer_fetch_age.labels(spec.durable).set_function(lambda: self.fetch_age() or 0.0)
 
@@ -338,8 +344,14 @@ class DurableConsumer:
             todo = list({d.event.event_id: d for d in batch if d.event.event_id in fresh}.values())
             if todo:
                 self.table.apply(conn, todo)
-        self.metrics.consumed.labels(self.spec.durable, "applied").inc(len(todo))
-        self.metrics.consumed.labels(self.spec.durable, "duplicate").inc(len(batch) - len(todo))
+        committed = datetime.now(timezone.utc)
+        m, durable = self.metrics, self.spec.durable
+        m.consumed.labels(durable, "applied").inc(len(todo))
+        m.consumed.labels(durable, "duplicate").inc(len(batch) - len(todo))
+        for d in todo:
+            kind = type(d.event).__name__
+            m.events_handled.labels(durable, kind).inc()
+            m.event_latency.labels(durable, kind).observe(max(0.0, (committed - d.received_at).total_seconds()))
 
     async def _retry_or_dead_letter(self, msg, event: ev.Event, exc: Exception) -> None:  # noqa: ANN001
         attempt = msg.metadata.num_delivered

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
@@ -315,7 +315,7 @@ def install_common(app: FastAPI, metrics: ServiceMetrics, readiness: Callable[[]
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(await metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/asyncapi.json", include_in_schema=False)
     def asyncapi_json() -> JSONResponse:

@@ -73,6 +73,7 @@ class OutboxRelay:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._last_purge = 0.0
+        self._oldest: tuple[int | None, float] = (None, 0.0)  # the oldest unsent row's id, first seen at
 
     def wake(self) -> None:
         """Thread-safe nudge after a commit, so events leave in milliseconds rather than a poll."""
@@ -158,6 +159,17 @@ class OutboxRelay:
     def pending(self) -> int:
         with self.engine.connect() as conn:
             return conn.execute(select(func.count()).where(self.table.c.sent_at.is_(None))).scalar_one()
+
+    def oldest_age(self) -> float:
+        """Seconds the oldest unsent event has waited, as this process saw it (0 when none waits): a
+        relay that cannot publish shows here long before the backlog looks large. Measured on this
+        process's monotonic clock from when it first saw that row unsent, not from ``created_at``,
+        which is the service's clock (moved by hand in demo and test mode)."""
+        with self.engine.connect() as conn:
+            oldest = conn.execute(select(func.min(self.table.c.id)).where(self.table.c.sent_at.is_(None))).scalar()
+        if oldest != self._oldest[0]:
+            self._oldest = (oldest, time.monotonic())
+        return 0.0 if oldest is None else time.monotonic() - self._oldest[1]
 
     def _housekeeping(self) -> None:
         if time.monotonic() - self._last_purge < 3600:

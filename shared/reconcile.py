@@ -303,7 +303,7 @@ async def _compare(settings: Settings, creds: Path | None, report: Report, rows:
     async def on_error(exc: Exception) -> None:
         refused.append(str(exc))  # a permissions violation arrives here; the request itself times out
     try:
-        nc = await nats.connect(settings.effective_nats_url, name="xinfang-reconcile", connect_timeout=5,
+        nc = await nats.connect(settings.nats_servers, name="xinfang-reconcile", connect_timeout=5,
                                 allow_reconnect=False, error_cb=on_error, **options)
     except Exception as exc:  # noqa: BLE001
         raise ReconcileError(f"cannot connect to NATS at {settings.effective_nats_url}: {exc!r}") from None

@@ -4,11 +4,10 @@ One object for every service, so the names are documented in one place (README, 
 """
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -24,11 +23,20 @@ class Settings(BaseSettings):
     config_dir: Path = REPO_ROOT / "deploy" / "config"
 
     # NATS: unset means "start the embedded nats-server" for `xinfang up`,
-    # and the embedded address for a service started alone.
+    # and the embedded address for a service started alone. A cluster: its servers separated by
+    # commas ("nats://nats-1:4222,nats://nats-2:4222,nats://nats-3:4222"); the client connects to one,
+    # and goes to another when that one fails (nats_servers).
     nats_url: str | None = None
     embedded_nats_port: int = 4250
     embedded_nats_monitor_port: int = 8250
+    # `xinfang up --cluster`: node i (0, 1, 2) listens on embedded_nats_port + i for clients, on
+    # embedded_nats_monitor_port + i for monitoring and on embedded_nats_cluster_port + i for routes.
+    embedded_nats_cluster_port: int = 6250
     stream_name: str = "CASES"
+    # How many servers keep each stream (JetStream R1..R5): 1 for one server, 3 for a 3-node cluster
+    # (one may fail, or be restarted, and no acknowledged event is lost). ensure_streams brings an
+    # existing stream to it (shared/bus.py).
+    stream_replicas: int = Field(1, ge=1, le=5)
     # Nats-Msg-Id de-duplication window; longer than any outbox retry gap we expect.
     duplicate_window_s: float = 600.0
     # Production sets this: NATS fsyncs before it acks (DESIGN §8). The embedded run keeps the default.
@@ -112,6 +120,13 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    @field_validator("nats_url")
+    @classmethod
+    def _servers_listed(cls, value: str | None) -> str | None:
+        if value is not None and not any(u.strip() for u in value.split(",")):
+            raise ValueError("names no server: one URL, or several separated by commas")
+        return value
+
     @property
     def time_travel(self) -> bool:
         return self.mode in ("demo", "test")
@@ -128,6 +143,14 @@ class Settings(BaseSettings):
     def base_url(self, service: str) -> str:
         return f"http://{self.http_host}:{self.port(service)}"
 
-    @cached_property
+    # Plain properties, not cached: a cached value would outlive model_copy(update={"nats_url": …}).
+    @property
     def effective_nats_url(self) -> str:
+        """As configured (several servers separated by commas): what is printed and handed to children."""
         return self.nats_url or f"nats://127.0.0.1:{self.embedded_nats_port}"
+
+    @property
+    def nats_servers(self) -> list[str]:
+        """The servers to connect to, as nats-py and FastStream take them: a list (nats-py reads a
+        string as one URL, so "a,b,c" must be split here)."""
+        return [u.strip() for u in self.effective_nats_url.split(",") if u.strip()]

@@ -23,6 +23,7 @@ from shared.http import Guard, check_guarded, install_common
 from shared.metrics import ServiceMetrics
 from shared.outbox import OutboxRelay
 from shared.settings import Settings
+from shared.subjects import DEAD_LETTER_STREAM
 from shared.tokens import TokenStore, store_path
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,11 @@ class ServicePlumbing:
                                  poll_s=settings.relay_poll_s, lease_s=settings.relay_lease_s,
                                  retention_days=settings.outbox_retention_days, metrics=metrics)
         self.bus.on_connected = self.relay.wake
-        metrics.outbox_pending.set_function(self.relay.pending)  # counted at each scrape, never stale
+        # Read at each scrape, never stale: a scrape of a healthy service reads 1 with no /readyz call.
+        metrics.outbox_pending.set_function(self.relay.pending)
+        metrics.outbox_oldest_age.set_function(self.relay.oldest_age)
+        metrics.nats_connected.set_function(lambda: 1 if self.bus.connected else 0)
+        metrics.before_scrape.append(self._read_jetstream)
         self.uow = UnitOfWork(self.engine, on_commit=self.relay.wake)
         # Started after the bus (responders, sweepers); each has run() and stop().
         self.workers: list = []
@@ -138,7 +143,6 @@ class ServicePlumbing:
         """/readyz: the database, NATS and each consumer (fetching, able to dead-letter). A service
         with consumers is not ready without NATS; intake is (its outbox keeps every case until NATS
         is back), and says so in its checks."""
-        self.metrics.nats_connected.set(1 if self.bus.connected else 0)
         checks = {"nats": self.bus.connected, "database": await asyncio.to_thread(self._db_ok)}
         problems = {name: "unreachable" for name, ok in checks.items() if not ok}
         for consumer in self.consumers:
@@ -151,6 +155,32 @@ class ServicePlumbing:
         optional = {"nats"} if not self.consumers else set()
         ready = all(ok for name, ok in checks.items() if name not in optional)
         return {"ready": ready, "checks": checks, **({"problems": problems} if problems else {})}
+
+    async def _read_jetstream(self) -> None:
+        """Before a scrape: each consumer's lag and the streams' size, as JetStream counts them. A
+        service without a consumer reports neither; with NATS away, or not answering, the series are
+        absent (the alert on ``xf_nats_connected`` says why), never stale."""
+        m, js = self.metrics, self.bus.js
+        consumers, streams = {}, {}
+        try:
+            if self.consumers and js is not None and self.bus.connected:
+                for consumer in self.consumers:
+                    durable = consumer.spec.durable
+                    consumers[durable] = await js.consumer_info(self.settings.stream_name, durable)
+                for name in (self.settings.stream_name, DEAD_LETTER_STREAM):
+                    streams[name] = (await js.stream_info(name)).state
+        except Exception:  # noqa: BLE001 - absent rather than stale; NATS's own error is in its log
+            consumers, streams = {}, {}
+        for gauge in (m.consumer_pending, m.consumer_ack_pending, m.consumer_redelivered, m.stream_messages,
+                      m.stream_bytes):
+            gauge.clear()
+        for durable, info in consumers.items():
+            m.consumer_pending.labels(durable).set(info.num_pending or 0)
+            m.consumer_ack_pending.labels(durable).set(info.num_ack_pending or 0)
+            m.consumer_redelivered.labels(durable).set(info.num_redelivered or 0)
+        for name, state in streams.items():
+            m.stream_messages.labels(name).set(state.messages)
+            m.stream_bytes.labels(name).set(state.bytes)
 
     def _db_ok(self) -> bool:
         try:

@@ -114,13 +114,15 @@ def build_router(intake: Intake) -> APIRouter:
     def import_rows(drive_id: str, body: ImportChunk, ctx: Ctx,
                     who: Principal = guard("POST /api/v1/drives/{drive_id}/rows")) -> ImportReport:
         drives.get_drive(ctx, drive_id)
-        return drives.import_rows(ctx, drive_id, body.source, [(r.row, r.values) for r in body.rows], _clerk(who))
+        with drives.counted(ctx):
+            return drives.import_rows(ctx, drive_id, body.source, [(r.row, r.values) for r in body.rows], _clerk(who))
 
     @router.post("/drives/{drive_id}/import", response_model=ImportReport, tags=["drives"],
                  summary="Upload a drive's disputes as CSV or XLSX")
     def upload(drive_id: str, file: UploadFile, ctx: Ctx,
                who: Principal = guard("POST /api/v1/drives/{drive_id}/import")) -> ImportReport:
-        return drives.import_file(ctx, drive_id, file.file, file.filename or "", _clerk(who))
+        with drives.counted(ctx):
+            return drives.import_file(ctx, drive_id, file.file, file.filename or "", _clerk(who))
 
     @router.get("/directory", tags=["directory"], summary="Townships, villages, categories, units, service types")
     def directory(ctx: Ctx) -> dict:

@@ -7,7 +7,8 @@ transaction: a row is a case with its event, or nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 from pydantic import ValidationError
@@ -121,6 +122,22 @@ def _checked(intake: Intake, data: dict) -> CaseSubmission | list[FieldError]:
     except ValidationError as exc:
         return domain.merge_errors(pydantic_field_errors(exc.errors()), domain.check_submission(data, intake.directory))
     return domain.check_submission(sub.model_dump(), intake.directory) or sub
+
+
+@contextmanager
+def counted(intake: Intake) -> Iterator[None]:
+    """Count an import request (a file upload, or one chunk of rows from ``xinfang import``) by how it
+    ended: completed, refused (the file or a row set could not be read: 422) or failed (stopped part
+    way: 503). A drive import failing is what ops are alerted to (deploy/prometheus)."""
+    try:
+        yield
+    except InvalidInput:
+        intake.metrics.imports.labels("refused").inc()
+        raise
+    except (Unavailable, OperationalError, InterfaceError, SQLAlchemyTimeout):
+        intake.metrics.imports.labels("failed").inc()
+        raise
+    intake.metrics.imports.labels("completed").inc()
 
 
 def import_file(intake: Intake, drive_id: str, stream: BinaryIO, filename: str, actor: ev.Actor) -> ImportReport:

@@ -45,8 +45,13 @@ class IntakeMetrics(ServiceMetrics):
         super().__init__("intake")
         self.cases_received = Counter("xf_intake_cases_received_total", "Cases accepted, by channel",
                                       ["channel"], registry=self.registry)
-        self.import_rows = Counter("xf_intake_import_rows_total", "Bulk-import rows, by outcome",
+        self.import_rows = Counter("xf_intake_import_rows_total", "Bulk-import rows, by outcome (created, invalid)",
                                    ["outcome"], registry=self.registry)
+        self.imports = Counter("xf_intake_imports_total", "Import requests (a file upload, or a chunk of rows from "
+                               "`xinfang import`), by outcome: completed, refused (422), failed (503)",
+                               ["outcome"], registry=self.registry)
+        for outcome in ("completed", "refused", "failed"):  # from 0: the first failure is an increase
+            self.imports.labels(outcome)
 
 
 @dataclass

@@ -78,7 +78,7 @@ async def retrain(settings: Settings, creds: Path | None = None) -> dict:
 
     directory = load_directory(settings.config_dir)
     replay = learning.Replay()
-    nc = await nats.connect(settings.effective_nats_url, name="routing-retrain",
+    nc = await nats.connect(settings.nats_servers, name="routing-retrain",
                             **natsauth.connect_options(settings, natsauth.OPS, creds))
     events = 0
     try:

@@ -77,7 +77,7 @@ async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progre
 
     # The scoring service's NATS user (XF_NATS_CREDS, else svc_scoring.json of the embedded run): it
     # may read the stream through a consumer of this one name only (shared/natsauth.py).
-    nc = await nats.connect(settings.effective_nats_url, name="scoring-rebuild",
+    nc = await nats.connect(settings.nats_servers, name="scoring-rebuild",
                             **natsauth.connect_options(settings, natsauth.service_user("scoring")))
     js = nc.jetstream()
     last = (await js.stream_info(settings.stream_name)).state.last_seq

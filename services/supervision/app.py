@@ -6,9 +6,10 @@ import logging
 from fastapi import FastAPI
 
 from services.supervision import api, handlers, tables
-from services.supervision.service import Supervision, SupervisionMetrics
+from services.supervision.service import CASE_GAUGES, Supervision, SupervisionMetrics, case_gauges
 from shared.clock import Clock
 from shared.directory import Directory, load_directory
+from shared.metrics import GaugesFrom
 from shared.policy import load_policy, schedule_known_through
 from shared.settings import Settings
 from shared.wiring import ServicePlumbing
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     sup = Supervision(uow=plumbing.uow, directory=directory, policy=load_policy(settings.config_dir), clock=clock,
                       metrics=metrics, settings=settings)
     plumbing.consume(handlers.HANDLERS, sup, tables.inbox)
+    GaugesFrom(metrics.registry, CASE_GAUGES, lambda: case_gauges(sup))
 
     async def load_keys() -> None:
         sup.keys_of()  # without both keys the service does not start (shared/keys.py says how to set them)

@@ -56,6 +56,7 @@ def issue_notice(sup: Supervision, notice_type: str, units: list[str] | None, ca
             occurred_at=now, actor=ev.Actor(kind="supervisor", id=issued_by), notice_no=notice_no,
             notice_type=notice_type, year=year, seq=seq, units=listed_units,
             case_ids=sorted({x["case_id"] for x in overdue}), demands=demands, reply_by=reply_by)], now)
+    sup.metrics.notices.labels(notice_type).inc()
     return get_notice(sup, f"{notice_type}-{year}-{seq}")
 
 
@@ -102,6 +103,7 @@ def issue_assignment(sup: Supervision, case_ids: list[str], demands: str, reply_
             occurred_at=now, actor=ev.Actor(kind="supervisor", id=issued_by), notice_no=notice_no,
             notice_type=ASSIGNMENT, year=year, seq=seq, units=units, case_ids=[r["case_id"] for r in rows],
             demands=demands, reply_by=reply_by)], now)
+    sup.metrics.notices.labels(ASSIGNMENT).inc()
     return get_notice(sup, notice_id)
 
 

@@ -8,6 +8,7 @@ transaction, guarded so that it happens once.
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -42,6 +43,18 @@ class SupervisionMetrics(ServiceMetrics):
                                registry=self.registry)
         self.alerts = Counter("xf_supervision_alerts_total", "Reminders, overdue and escalations sent",
                               ["stage", "kind"], registry=self.registry)
+        self.notices = Counter("xf_supervision_notices_issued_total", "Numbered notices issued (交办, 督办…), by type",
+                               ["type"], registry=self.registry)
+
+
+# The case gauges of /metrics (``case_gauges``): name -> (help, labels).
+CASE_GAUGES = {
+    "xf_supervision_open_cases": ("Open cases (neither closed nor archived), by lead unit and lifecycle state; "
+                                  "unit is 'none' before routing", ["unit", "state"]),
+    "xf_supervision_due_soon_cases": ("Open due dates whose reminder (催办) time has passed, not due yet, by the "
+                                      "unit they are due from", ["unit"]),
+    "xf_supervision_overdue_cases": ("Open due dates already passed (超期), by the unit they are due from", ["unit"]),
+}
 
 
 @dataclass
@@ -453,6 +466,30 @@ def due_list(sup: Supervision, *, overdue: bool, within_days: int = 3, unit: str
                 out.append({"case_id": case.case_id, "state": case.state, "unit": d["unit"] or case.lead,
                             "due_kind": d["kind"], "due_at": at})
     return sorted(out, key=lambda x: x["due_at"])
+
+
+def case_gauges(sup: Supervision) -> dict[str, dict[tuple[str, ...], float]]:
+    """The values of CASE_GAUGES now (read when Prometheus scrapes): open cases by unit and state,
+    and their open due dates past the reminder time or past due, by unit. Every unit with an open
+    case reports its due-soon and overdue counts, zeros too, so a rise is a rate and not a new series."""
+    now = sup.clock.now()
+    open_cases: defaultdict[tuple[str, ...], int] = defaultdict(int)
+    soon: defaultdict[tuple[str, ...], int] = defaultdict(int)
+    overdue: defaultdict[tuple[str, ...], int] = defaultdict(int)
+    for case in _open_cases(sup, None, None):
+        open_cases[(case.lead or "none", case.state)] += 1
+        for d in case.dues:
+            if d["met_at"] is not None:
+                continue
+            unit, at = (d["unit"] or case.lead or "none",), datetime.fromisoformat(d["due_at"])
+            soon[unit] += 0
+            overdue[unit] += 0
+            if at <= now:
+                overdue[unit] += 1
+            elif now >= sup.policy.remind_at(at):
+                soon[unit] += 1
+    return {"xf_supervision_open_cases": open_cases, "xf_supervision_due_soon_cases": soon,
+            "xf_supervision_overdue_cases": overdue}
 
 
 def documents_of(sup: Supervision, case_id: str) -> list[dict]:

@@ -28,7 +28,7 @@ import nats
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.pool import NullPool
 
-from services.runtime import NatsServer, free_port, spawn, wait_healthy
+from services.runtime import NatsCluster, NatsServer, free_port, spawn, wait_healthy
 from shared import natsauth, tokens
 from shared.bus import declare_streams
 from shared.db import make_engine, normalize_url, sqlite_path
@@ -127,7 +127,10 @@ class TcpProxy:
 
 
 class System:
-    def __init__(self, root: Path, database: str, postgres_url: str | None, nats_users: Path) -> None:
+    def __init__(self, root: Path, database: str, postgres_url: str | None, nats_users: Path,
+                 cluster: bool = False) -> None:
+        """``cluster``: a 3-node NATS cluster (NatsCluster, fsync before each ack) instead of one server,
+        the streams with 3 replicas, and the services given every node."""
         self.root, self.database = root, database
         self.data_dir = root / "var"
         self.log_dir = root / "logs"
@@ -138,7 +141,11 @@ class System:
         for f in nats_users.iterdir():
             (creds / f.name).write_bytes(f.read_bytes())
             (creds / f.name).chmod(0o600)
-        self.nats = NatsServer(root / "nats", free_port(), auth_conf=creds / natsauth.AUTH_CONF)
+        self.nats: NatsServer | NatsCluster = (
+            NatsCluster(root / "nats", *([free_port() for _ in range(3)] for _ in range(3)),
+                        auth_conf=creds / natsauth.AUTH_CONF) if cluster
+            else NatsServer(root / "nats", free_port(), auth_conf=creds / natsauth.AUTH_CONF))
+        self.replicas_of_streams = 3 if cluster else 1
         self.proxy: TcpProxy | None = None
         self._schemas: list[str] = []
         self._admin_engine: Engine | None = None
@@ -152,6 +159,7 @@ class System:
                 self.service_urls[s] = self.check_urls[s] = f"sqlite:///{root / 'db' / s}.db"
             (root / "db").mkdir(exist_ok=True)
         self.settings = Settings(data_dir=self.data_dir, nats_url=self.nats.url, log_level="WARNING",
+                                 stream_replicas=self.replicas_of_streams,
                                  **{f"{s}_db_url": u for s, u in self.check_urls.items()}, **TEST_KEYS)
         self.ports = {s: free_port() for s in SERVICES}
         self.replicas: dict[str, list[Replica]] = {s: [] for s in SERVICES}
@@ -185,7 +193,8 @@ class System:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("XF_")}
         return {**TEST_KEYS_ENV, **env,
-                "XF_NATS_URL": self.nats.url, "XF_DATA_DIR": str(self.data_dir), "XF_LOG_LEVEL": "WARNING",
+                "XF_NATS_URL": self.nats.url, "XF_STREAM_REPLICAS": str(self.replicas_of_streams),
+                "XF_DATA_DIR": str(self.data_dir), "XF_LOG_LEVEL": "WARNING",
                 **{f"XF_{s.upper()}_DB_URL": u for s, u in self.service_urls.items()},
                 "XF_MODE": "test", "XF_CLOCK_START": CLOCK_START.isoformat(),
                 "XF_RELAY_POLL_S": "0.1", "XF_RELAY_LEASE_S": "3", "XF_CONSUMER_ACK_WAIT_S": str(ACK_WAIT_S),
@@ -216,14 +225,15 @@ class System:
         replica.proc.wait(10)
         self.replicas[replica.service].remove(replica)
 
-    def kill_nats(self) -> None:
-        assert self.nats.proc is not None
-        self.nats.proc.send_signal(signal.SIGKILL)
-        self.nats.proc.wait(10)
-        self.nats.proc = None
+    def kill_nats(self, node: int = 0) -> None:
+        """SIGKILL the nats-server (of a cluster: its ``node``-th node)."""
+        server = self.nats.nodes[node] if isinstance(self.nats, NatsCluster) else self.nats
+        assert server.proc is not None
+        server.kill()
 
-    def start_nats(self) -> None:
-        self.nats.start()  # the same port, the same store
+    def start_nats(self, node: int = 0) -> None:
+        """The same port, the same store (a cluster's node rejoins; it catches up from the others)."""
+        (self.nats.nodes[node] if isinstance(self.nats, NatsCluster) else self.nats).start()
 
     def stop(self, keep_databases: bool = False) -> None:
         """Stop every process (SIGTERM: they drain), then drop the PostgreSQL schemas unless kept."""
@@ -314,7 +324,8 @@ class System:
     # --- the bus, as admin ----------------------------------------------------------------------
 
     async def admin(self) -> nats.aio.client.Client:
-        return await nats.connect(self.nats.url, name="xinfang-faults", connect_timeout=5, allow_reconnect=False,
+        return await nats.connect(self.settings.nats_servers, name="xinfang-faults", connect_timeout=5,
+                                  allow_reconnect=False,
                                   **natsauth.connect_options(self.settings, natsauth.ADMIN))
 
     def declare_streams(self) -> None:
