@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     from services.units import cli as unit_cli
     unit_cli.add_parser(sub)
 
+    streams = sub.add_parser("streams", help="the JetStream streams: declare them as admin (what `up` does first)")
+    streams_cmd = streams.add_subparsers(dest="streams_command", required=True)
+    declare = streams_cmd.add_parser("declare", help="create the case and dead-letter streams, or bring them to the "
+                                                     "settings (XF_STREAM_REPLICAS, …); only admin may")
+    declare.add_argument("--creds", type=Path, help="NATS credentials (default XF_NATS_CREDS, else the embedded "
+                                                    "run's admin.json)")
+
     rec = sub.add_parser("reconcile", help="compare the services' sent outbox rows with the stream; "
                                            "re-publish what the stream lost (README, \"Reconciliation\")")
     rec.add_argument("--since", help="ISO date-time (UTC without a zone) or a duration back from now: 2d, 12h, "
@@ -173,6 +180,18 @@ def main(argv: list[str] | None = None) -> int:
                             natsauth.connect_options(settings).get("tls"))
     if args.command == "nats-config":
         return nats_config_command(args, settings)
+    if args.command == "streams":  # compose's `streams` service and the k8s Job run this before the services
+        import asyncio
+
+        from shared.bus import declare_streams
+        try:
+            asyncio.run(declare_streams(settings, args.creds))
+        except Exception as exc:  # noqa: BLE001 - one line for the operator, and a failed Job
+            print(f"could not declare the streams: {exc}", file=sys.stderr)
+            return 1
+        print(f"streams {settings.stream_name} and the dead letters declared ({settings.stream_replicas} "
+              f"replica{'s' if settings.stream_replicas > 1 else ''}) at {settings.effective_nats_url}")
+        return 0
     if args.command == "reconcile":
         from shared.reconcile import command
         return command(settings, args.since, args.service, args.dry_run, args.json, args.creds)

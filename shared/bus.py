@@ -104,8 +104,15 @@ def _replicas_refused(cfg: StreamConfig, exc: APIError) -> Exception:
 async def declare_streams(settings: Settings, creds: Path | None = None) -> None:
     """Connect as admin (``creds``, else XF_NATS_CREDS, else the embedded run's ``admin.json``; none:
     anonymous) and declare the streams: what ``xinfang up`` does before it starts the services."""
-    nc = await nats.connect(settings.nats_servers, name="xinfang-declare", connect_timeout=5,
-                            allow_reconnect=False, **natsauth.connect_options(settings, natsauth.ADMIN, creds))
+    async def quiet(_exc: Exception) -> None:  # nats-py would print a traceback at every attempt
+        pass
+    # nats-py keeps trying an unreachable server even without reconnects: bounded, one error at the end.
+    try:
+        nc = await asyncio.wait_for(nats.connect(
+            settings.nats_servers, name="xinfang-declare", connect_timeout=5, allow_reconnect=False,
+            error_cb=quiet, **natsauth.connect_options(settings, natsauth.ADMIN, creds)), 20)
+    except asyncio.TimeoutError:
+        raise ConnectionError(f"no NATS server answered at {settings.effective_nats_url} within 20 s") from None
     try:
         await ensure_streams(nc.jetstream(timeout=PUBLISH_TIMEOUT_S), settings)
     finally:
