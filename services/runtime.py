@@ -396,13 +396,15 @@ def _shown(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def wait_healthy(base_url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+def wait_healthy(base_url: str, proc: subprocess.Popen | None = None, timeout: float = 30.0,
+                 path: str = "/healthz") -> None:
+    """Until ``base_url + path`` answers 200; RuntimeError when ``proc`` exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{base_url}: the process exited with {proc.returncode}")
         try:
-            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

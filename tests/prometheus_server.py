@@ -16,7 +16,7 @@ import httpx
 import pytest
 import yaml
 
-from services.runtime import free_port
+from services.runtime import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "prometheus"
@@ -57,17 +57,10 @@ class Prometheus:
             [tool("prometheus"), f"--config.file={conf}", f"--storage.tsdb.path={self.root / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}: {self.log()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus was not ready within {timeout}s: {self.log()[-2000:]}")
+        try:
+            wait_healthy(self.url, self.proc, timeout, path="/-/ready")
+        except RuntimeError as exc:
+            raise RuntimeError(f"prometheus: {exc}: {self.log()[-2000:]}") from None
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -456,16 +456,17 @@ def due_list(sup: Supervision, *, overdue: bool, within_days: int = 3, unit: str
     """Open due dates already passed (overdue) or falling within ``within_days`` (due soon)."""
     now = sup.clock.now()
     horizon = now + timedelta(days=within_days)
-    out = []
-    for case in _open_cases(sup, unit, None, leader):
-        for d in case.dues:
-            if d["met_at"] is not None:
-                continue
-            at = datetime.fromisoformat(d["due_at"])
-            if (overdue and at <= now) or (not overdue and now < at <= horizon):
-                out.append({"case_id": case.case_id, "state": case.state, "unit": d["unit"] or case.lead,
-                            "due_kind": d["kind"], "due_at": at})
+    out = [{"case_id": case.case_id, "state": case.state, "unit": due_unit, "due_kind": d["kind"], "due_at": at}
+           for case, d, due_unit, at in _open_dues(_open_cases(sup, unit, None, leader))
+           if (overdue and at <= now) or (not overdue and now < at <= horizon)]
     return sorted(out, key=lambda x: x["due_at"])
+
+
+def _open_dues(cases: list):  # noqa: ANN202 - (case row, due, the unit it is due from, due_at) of each unmet due
+    for case in cases:
+        for d in case.dues:
+            if d["met_at"] is None:
+                yield case, d, d["unit"] or case.lead, datetime.fromisoformat(d["due_at"])
 
 
 def case_gauges(sup: Supervision) -> dict[str, dict[tuple[str, ...], float]]:
@@ -476,18 +477,13 @@ def case_gauges(sup: Supervision) -> dict[str, dict[tuple[str, ...], float]]:
     open_cases: defaultdict[tuple[str, ...], int] = defaultdict(int)
     soon: defaultdict[tuple[str, ...], int] = defaultdict(int)
     overdue: defaultdict[tuple[str, ...], int] = defaultdict(int)
-    for case in _open_cases(sup, None, None):
+    cases = _open_cases(sup, None, None)
+    for case in cases:
         open_cases[(case.lead or "none", case.state)] += 1
-        for d in case.dues:
-            if d["met_at"] is not None:
-                continue
-            unit, at = (d["unit"] or case.lead or "none",), datetime.fromisoformat(d["due_at"])
-            soon[unit] += 0
-            overdue[unit] += 0
-            if at <= now:
-                overdue[unit] += 1
-            elif now >= sup.policy.remind_at(at):
-                soon[unit] += 1
+    for _, _, due_unit, at in _open_dues(cases):
+        unit = (due_unit or "none",)
+        overdue[unit] += at <= now
+        soon[unit] += at > now and now >= sup.policy.remind_at(at)
     return {"xf_supervision_open_cases": open_cases, "xf_supervision_due_soon_cases": soon,
             "xf_supervision_overdue_cases": overdue}
 
