@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 
-.PHONY: up test faults fuzz lint install clean
+.PHONY: up test faults fuzz bench lint install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "xinfang needs Python 3.11 or newer")'
@@ -31,6 +31,10 @@ faults: install
 # XF_TEST_POSTGRES_URL): no 5xx, every answer as documented. XF_FUZZ_EXAMPLES per operation (25).
 fuzz: install
 	$(BIN)/python -m pytest tests/fuzz
+
+# `xinfang bench` (docs/benchmarks.md): the pipeline's speed beside a raw nats-py baseline; long at its default sizes.
+bench: install
+	$(BIN)/xinfang bench
 
 lint: install
 	$(BIN)/ruff check .

@@ -114,6 +114,20 @@ def main(argv: list[str] | None = None) -> int:
         "as a bureau writes its annual summary)"))
     sim.add_argument("--keep", type=Path, help="keep the system's data in this folder")
 
+    bench = sub.add_parser("bench", help="measure throughput, latency, rebuild, report and memory against a raw "
+                                         "baseline (docs/benchmarks.md)")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes, one run (the CI smoke)")
+    bench.add_argument("--only", help="SECTION[,SECTION]: raw, http, import, latency, replicas, bulk, rebuild, "
+                                      "report, rss (default: all)")
+    bench.add_argument("--postgres-url", help="on PostgreSQL, a schema per service (default: SQLite files)")
+    bench.add_argument("--runs", type=int, help="runs per figure, the median reported (default 3; --quick 1)")
+    bench.add_argument("--out", type=Path, help="the JSON (default var/bench/<timestamp>.json)")
+    bench.add_argument("--cases", type=int, help="HTTP cases, import rows, raw messages (default 2000)")
+    bench.add_argument("--clients", type=int, help="concurrent HTTP clients (default 16)")
+    bench.add_argument("--bulk", help="bulk import sizes, comma-separated (default 10000,100000)")
+    bench.add_argument("--rebuild-events", type=int, help="events scoring rebuilds from (default 1000000)")
+    bench.add_argument("--report-cases", type=int, help="cases the year's report covers (default 1000000)")
+
     api = sub.add_parser("openapi", help="print a service's OpenAPI schema")
     api.add_argument("service", choices=SERVICES)
 
@@ -211,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "simulate":
         from services.simulator.cli import simulate
         return simulate(settings, args.seed, args.scale, args.days, args.extra_days, args.keep)
+    if args.command == "bench":
+        from bench.run import main as bench
+        return bench(args, sys.argv[1:] if argv is None else argv)
     if args.command == "openapi":
         print(json.dumps(runtime.app_factory(args.service)(settings).openapi(), ensure_ascii=False, indent=2))
         return 0

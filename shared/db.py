@@ -9,7 +9,7 @@ import contextlib
 import fcntl
 import hashlib
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -72,10 +72,18 @@ def make_engine(url: str, lock_timeout_s: float = 30.0) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn):  # noqa: ANN001
         # IMMEDIATE takes the write lock up front, so two replicas never deadlock upgrading a
-        # read lock, and a counter read-then-update is serialised.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # read lock, and a counter read-then-update is serialised. A connection from ``reading``
+        # only reads: a deferred BEGIN, which under WAL neither waits for writers nor holds them up.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("xf_reading") else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def reading(engine: Engine) -> Connection:
+    """A connection for reads only (``with reading(engine) as conn``). On SQLite every transaction
+    otherwise takes the write lock (``BEGIN IMMEDIATE``), so a metrics scrape or the relay looking for
+    work queued behind the writers; a write through it fails rather than waiting for the lock."""
+    return engine.connect().execution_options(xf_reading=True)
 
 
 class UtcDateTime(TypeDecorator):
@@ -99,18 +107,22 @@ class UtcDateTime(TypeDecorator):
 
 
 class UnitOfWork:
-    """One transaction per use case; ``on_commit`` runs after a successful commit (wakes the relay)."""
+    """One transaction per use case. With the service's outbox relay: the events the transaction
+    queues are handed to it at commit (``OutboxRelay.handing``), so they leave at once, with no claim
+    of their own on the database."""
 
-    def __init__(self, engine: Engine, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(self, engine: Engine, relay: object | None = None) -> None:
         self.engine = engine
-        self.on_commit = on_commit
+        self.relay = relay  # shared/outbox.OutboxRelay (not imported: it builds on this module)
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
-        with self.engine.begin() as conn:
+        if self.relay is None:
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.relay.handing(self.engine) as conn:
             yield conn
-        if self.on_commit is not None:
-            self.on_commit()
 
 
 def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict]) -> int:
@@ -131,9 +143,11 @@ def lock_keys(conn: Connection, namespace: str, keys: Iterable[str]) -> None:
     second wait and then read both. SQLite needs none: BEGIN IMMEDIATE already serialises writers."""
     if conn.dialect.name != "postgresql":
         return
-    for key in sorted(set(keys)):
-        digest = hashlib.blake2b(f"{namespace}:{key}".encode(), digest_size=8).digest()
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": int.from_bytes(digest, "big", signed=True)})
+    ids = [int.from_bytes(hashlib.blake2b(f"{namespace}:{key}".encode(), digest_size=8).digest(), "big", signed=True)
+           for key in sorted(set(keys))]
+    if ids:  # one round trip for the batch, taken in the list's order
+        conn.execute(text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY "
+                          "AS t(k, i) ORDER BY i"), {"ids": ids})
 
 
 # --- migrations ---------------------------------------------------------------------------------

@@ -23,8 +23,11 @@ archived case takes only its archiving, a review request and the notes.
 from __future__ import annotations
 
 import enum
+import functools
+import types
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -122,6 +125,83 @@ class CaseState:
         (A closed case whose review window has passed is final too; that needs the time: see
         supervision's ``is_final``.)"""
         return self.acceptance == "not_accepted" or self.opinion_level == "re_review"
+
+
+# --- a folded state as plain JSON (supervision keeps each case's fold with its row) ---------------
+
+def state_to_dict(s: CaseState) -> dict:
+    """Every field of the state as JSON values: times in ISO 8601, sets as sorted lists, dues as
+    objects (``state_from_dict`` reads it back equal)."""
+    return _encoder(CaseState)(s)
+
+
+def state_from_dict(d: Mapping[str, Any]) -> CaseState:
+    """The state ``state_to_dict`` wrote. A dict with other fields than :class:`CaseState` has (one
+    written before a field was added) raises ValueError: the caller folds the case again instead."""
+    if d.keys() != _STATE_FIELDS:
+        raise ValueError(f"not a stored CaseState: fields {sorted(set(d) ^ _STATE_FIELDS)} differ")
+    return _decoder(CaseState)(d)
+
+
+# Each field's (de)coder follows from its type, once per type: a field added to CaseState or Due is
+# kept with no change here.
+
+@functools.cache
+def _encoder(hint: Any) -> Callable[[Any], Any]:  # noqa: ANN401 - a type hint
+    origin, args = typing.get_origin(hint), [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (types.UnionType, typing.Union):  # X | None
+        inner = _encoder(args[0])
+        return lambda v: None if v is None else inner(v)
+    if origin in (set, frozenset):
+        inner = _encoder(args[0])
+        return lambda v: sorted(inner(x) for x in v)
+    if origin is dict:
+        inner = _encoder(args[1])
+        return lambda v: {k: inner(x) for k, x in v.items()}
+    if origin is list:
+        inner = _encoder(args[0])
+        return lambda v: [inner(x) for x in v]
+    if hint is datetime:
+        return datetime.isoformat
+    if is_dataclass(hint):
+        coders = [(f.name, _encoder(t)) for f, t in _typed_fields(hint)]
+        return lambda v: {name: code(getattr(v, name)) for name, code in coders}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return lambda v: v.value
+    return lambda v: v
+
+
+@functools.cache
+def _decoder(hint: Any) -> Callable[[Any], Any]:  # noqa: ANN401 - a type hint
+    origin, args = typing.get_origin(hint), [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (types.UnionType, typing.Union):
+        inner = _decoder(args[0])
+        return lambda v: None if v is None else inner(v)
+    if origin in (set, frozenset):
+        inner = _decoder(args[0])
+        return lambda v: origin(inner(x) for x in v)
+    if origin is dict:
+        inner = _decoder(args[1])
+        return lambda v: {k: inner(x) for k, x in v.items()}
+    if origin is list:
+        inner = _decoder(args[0])
+        return lambda v: [inner(x) for x in v]
+    if hint is datetime:
+        return datetime.fromisoformat
+    if is_dataclass(hint):
+        coders = [(f.name, _decoder(t)) for f, t in _typed_fields(hint)]
+        return lambda v: hint(**{name: code(v[name]) for name, code in coders})
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint
+    return lambda v: v
+
+
+def _typed_fields(cls: type) -> list[tuple[Any, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in fields(cls)]
+
+
+_STATE_FIELDS = frozenset(f.name for f in fields(CaseState))
 
 
 @dataclass(frozen=True)

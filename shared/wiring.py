@@ -62,11 +62,12 @@ class ServicePlumbing:
         metrics.outbox_oldest_age.set_function(self.relay.oldest_age)
         metrics.nats_connected.set_function(lambda: 1 if self.bus.connected else 0)
         metrics.before_scrape.append(self._read_jetstream)
-        self.uow = UnitOfWork(self.engine, on_commit=self.relay.wake)
+        self.uow = UnitOfWork(self.engine, relay=self.relay)
         # Started after the bus (responders, sweepers); each has run() and stop().
         self.workers: list = []
         self.consumers: list[DurableConsumer] = []  # run by the bus's broker; stopped first
         self.on_start: list[Callable[[], Awaitable[None]]] = []
+        self.on_stop: list[Callable[[], None]] = []  # after the consumers and workers, before the relay's last run
         # The API tokens (shared/tokens.py), re-read when the file changes; every route is guarded.
         self.tokens = TokenStore(store_path(settings))
         self.guard = Guard(service)
@@ -99,6 +100,8 @@ class ServicePlumbing:
             yield
             for worker in [*self.consumers, *self.workers]:  # stop taking work, finish the batch in hand
                 await worker.stop()
+            for hook in self.on_stop:
+                await asyncio.to_thread(hook)
             await self.relay.stop()
             for task in tasks:
                 task.cancel()

@@ -15,7 +15,7 @@ from services.runtime import NatsServer, app_factory
 from shared.clock import ManualClock, SystemClock
 from shared.db import make_engine
 from shared.settings import Settings
-from tests.helpers import STAFF_ID, TEST_KEYS, free_port
+from tests.helpers import STAFF_ID, TEST_KEYS, free_port, wait_until
 
 POSTGRES_URL = os.environ.get("XF_TEST_POSTGRES_URL")
 
@@ -112,7 +112,17 @@ def running(service: str, settings: Settings, headers: dict[str, str] | None = N
     """A fresh app of ``service``, started (migrations, NATS, relay, consumers) and stopped around a
     test; its client sends ``headers`` (the fixtures: ``auth``) with every request."""
     with TestClient(app_factory(service)(settings, **kw), headers=headers) as client:
+        if _nats_answers(settings):  # the bus connects in the background: a test's first request needs it
+            wait_until(lambda: client.app.state.bus.connected, timeout=30, what=f"{service} to connect to NATS")
         yield client
+
+
+def _nats_answers(settings: Settings) -> bool:
+    from urllib.parse import urlparse
+
+    from services.runtime import port_open
+    url = urlparse(settings.nats_servers[0])
+    return port_open(url.port or 4222, url.hostname or "127.0.0.1")
 
 
 def engine_of(service: str, settings: Settings) -> Iterator:

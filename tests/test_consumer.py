@@ -83,3 +83,44 @@ def test_a_redelivered_event_is_applied_once(tmp_path: Path, nats_server: NatsSe
             ("cases.closed", ev.encode(closed("C10")), "third")]
     applied, _attempts, _ = asyncio.run(run_consumer(tmp_path, nats_server, msgs, fail_on=None, until=2))
     assert sorted(applied) == ["C10", "C9"]
+
+
+def test_a_lone_event_is_applied_at_once_and_a_backlog_in_batches(tmp_path: Path, nats_server: NatsServer) -> None:
+    """The fetch timeout is 10 s here: a lone event that waited for its batch to fill would take that long."""
+    async def scenario() -> tuple[float, list[int]]:
+        settings = Settings(nats_url=nats_server.url, data_dir=tmp_path)
+        engine = make_engine(f"sqlite:///{tmp_path}/consumer.db")
+        md = MetaData()
+        inbox = inbox_table(md)
+        md.create_all(engine)
+        batches: list[int] = []
+        table = HandlerTable({ev.CaseClosed: None}, apply_batch=lambda _ctx, _conn, batch: batches.append(len(batch)))
+        spec = ConsumerSpec(durable="eager", filter_subjects=table.subjects, fetch_timeout_s=10.0, batch=100)
+        bus = Bus(settings, "test")
+        consumer = DurableConsumer("test", bus, UnitOfWork(engine), inbox, spec, table.bind(None), ServiceMetrics("t"))
+        bus.start()
+        await bus.wait_connected(10)
+        loop = asyncio.get_running_loop()
+        try:
+            await asyncio.sleep(0.5)  # the consumer is idle, in a pull that lasts 10 s
+            started = loop.time()
+            await bus.js.publish("cases.closed", ev.encode(closed("LONE")), headers={"Nats-Msg-Id": "lone"})
+            while not batches and loop.time() - started < 30:
+                await asyncio.sleep(0.01)
+            lone = loop.time() - started
+            await consumer.stop()  # a backlog builds while it is stopped
+            await asyncio.gather(*(bus.js.publish("cases.closed", ev.encode(closed(f"B{i}")),
+                                                  headers={"Nats-Msg-Id": f"b{i}"}) for i in range(300)))
+            await consumer.subscriber.start()
+            while sum(batches) < 301 and loop.time() - started < 60:
+                await asyncio.sleep(0.05)
+            return lone, batches
+        finally:
+            await consumer.stop()
+            await bus.close()
+            engine.dispose()
+    lone, batches = asyncio.run(scenario())
+    assert batches[0] == 1 and lone < 5.0  # not held for the 10 s fetch timeout
+    backlog = batches[1:]
+    # The backlog in batches (what waited, up to the batch size), not event by event.
+    assert sum(backlog) == 300 and max(backlog) <= 100 and len(backlog) <= 30

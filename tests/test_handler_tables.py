@@ -16,7 +16,7 @@ from services.runtime import app_factory
 from services.scoring import handlers as scoring_handlers
 from services.scoring import service as scoring_service
 from services.supervision import handlers as supervision_handlers
-from services.supervision import service as supervision_service
+from services.supervision import queries as supervision_queries
 from shared import events as ev
 from shared import subjects
 from shared.db import make_engine, migrate
@@ -105,7 +105,7 @@ async def test_supervision_folds_the_case_and_tells_a_unit_its_sign_for_is_refus
     stranger = ev.UnitSigned(case_id=CASE.case_id, unit="health", actor=ev.Actor(kind="unit", id="health"),
                              occurred_at=NOW)
     await deliver(app, CASE, assigned, stranger)
-    assert supervision_service.case_view(app.state.supervision, CASE.case_id)["state"] == "assigned"
+    assert supervision_queries.case_view(app.state.supervision, CASE.case_id)["state"] == "assigned"
     [refusal] = [e for e in outbox(url) if isinstance(e, ev.EventRefused)]
     assert (refusal.unit, refusal.refused_type, refusal.by) == ("health", "UnitSigned", "supervision")
     assert "does not hold the case" in refusal.reason

@@ -359,18 +359,25 @@ def test_ops_reads_the_stream_and_changes_nothing(settings: Settings, capsys: py
         # `xinfang tail --all` as ops: every stored event, in order, then new ones.
         task = asyncio.create_task(tail_events(settings.nats_url, "CASES", "cases.received", True,
                                                natsauth.connect_options(settings, "ops")))
-        await asyncio.sleep(1.0)
+
+        async def printed_lines(n: int) -> None:  # what the tail printed, awaited (not a fixed sleep)
+            deadline = asyncio.get_running_loop().time() + 30
+            while len(printed) < n and asyncio.get_running_loop().time() < deadline:
+                printed.extend(capsys.readouterr().out.splitlines())
+                await asyncio.sleep(0.05)
+        await printed_lines(3)
         await admin.jetstream().publish("cases.received", b'{"n": 3}', headers={"Nats-Msg-Id": "r3"})
-        await asyncio.sleep(1.0)
+        await printed_lines(4)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await admin.close()
         return errors, unanswered
 
+    printed: list[str] = []
     errors, unanswered = asyncio.run(go())
     assert len(unanswered) == 6 and "stored!" not in unanswered
     assert len(violations(errors, "Publish")) == 6
-    printed = capsys.readouterr().out.splitlines()
+    printed.extend(capsys.readouterr().out.splitlines())
     assert printed == [f'cases.received {{"n": {n}}}' for n in range(4)]
 
 

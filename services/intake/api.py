@@ -37,7 +37,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def get_intake(request: Request) -> Intake:
+async def get_intake(request: Request) -> Intake:  # async: FastAPI would run a plain def in a worker thread
     return request.app.state.intake
 
 
@@ -54,13 +54,13 @@ def build_router(intake: Intake) -> APIRouter:
 
     @router.post("/cases", status_code=status.HTTP_201_CREATED, response_model=CaseAccepted, tags=["cases"],
                  summary="Register a case from any channel (a clerk; an agent: its own delegated cases)")
-    def submit_case(body: CaseSubmission, ctx: Ctx, response: Response, key: IdempotencyKey = None,
-                    who: Principal = guard("POST /api/v1/cases")) -> CaseAccepted:
+    async def submit_case(body: CaseSubmission, ctx: Ctx, response: Response, key: IdempotencyKey = None,
+                          who: Principal = guard("POST /api/v1/cases")) -> CaseAccepted:
         if who.agent_id is not None:
             if body.channel != "delegated" or body.delegation is None or body.delegation.agent_id != who.agent_id:
                 raise NotAllowed(f"an agent token files delegated cases naming itself ({who.agent_id}) only")
             key = f"agent:{who.agent_id}:{key}" if key else None  # an agent's keys are its own
-        accepted, replayed = service.submit_case(ctx, body, service.actor_for(body, who), key)
+        accepted, replayed = await service.submit_case(ctx, body, service.actor_for(body, who), key)
         if replayed:
             response.headers["Idempotent-Replayed"] = "true"
         return accepted

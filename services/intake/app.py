@@ -33,6 +33,7 @@ def create_app(settings: Settings | None = None, clock: Clock | None = None,
     async def load_keys() -> None:
         intake.keys_of()  # without both keys the service does not start (shared/keys.py says how to set them)
     plumbing.on_start.insert(0, load_keys)
+    plumbing.on_stop.append(lambda: intake.cases_writer and intake.cases_writer.stop())
 
     def body_rules(route: str, body: object) -> list:
         return domain.check_submission(body, directory) if route == "/api/v1/cases" else []

@@ -147,7 +147,10 @@ class Lexicon:
                             ("suspicion", config.suspicion_words)):
             for w in words:
                 self.words.setdefault(w, Word(w, kind))
-        self.longest = max(map(len, self.words), default=1)
+        # What a scan tries at a position: only where some word starts, only the lengths words have
+        # (most characters of a text start none; routing scans every case's text).
+        self.starts = {w[0] for w in self.words}
+        self.lengths = sorted({len(w) for w in self.words}, reverse=True)
 
     def scan(self, text: str) -> list[Token]:
         """The words of ``text``, leftmost and longest first, with their sentence and clause; a
@@ -163,8 +166,11 @@ class Lexicon:
                 clause += 1
                 i += 1
                 continue
-            for n in range(min(self.longest, len(text) - i), 0, -1):
-                word = self.words.get(text[i:i + n])
+            if text[i] not in self.starts:
+                i += 1
+                continue
+            for n in self.lengths:
+                word = self.words.get(text[i:i + n]) if i + n <= len(text) else None
                 if word is not None:
                     denied = text[max(0, i - 1):i] in NEGATION and not text.startswith(THREAT_AFTER, i + n)
                     if not (word.kind in ("conduct", "bribe", "demand") and denied):

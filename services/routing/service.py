@@ -84,7 +84,8 @@ def receive(routing: Routing, conn: Connection, case: ev.CaseReceived) -> None:
         _to_triage(routing, conn, case.case_id, explanation.triage_reason, explanation.decision.note, now,
                    explanation.category, explanation.confidence)
     else:
-        _assign(routing, conn, case.case_id, brief, explanation, now, ROUTING, how=explanation.decision.rule_id)
+        _assign(routing, conn, case.case_id, brief, explanation, now, ROUTING, how=explanation.decision.rule_id,
+                new_case=True)
     reasons = domain.importance(case.model_dump())
     if reasons:
         _assign_leader(routing, conn, case.case_id, reasons, now, explanation.decision.lead, explanation.category)
@@ -132,6 +133,7 @@ def _lead_objections(conn: Connection, case_id: str) -> int:
 def closed(routing: Routing, conn: Connection, event: ev.CaseClosed) -> None:
     """A closed case no longer weighs on its lead leader's load."""
     conn.execute(update(tables.leader_cases).where(tables.leader_cases.c.case_id == event.case_id).values(open=False))
+    conn.info.pop(LEADER_LOAD, None)  # counted again when next needed
 
 
 # --- decisions ----------------------------------------------------------------------------------
@@ -238,13 +240,14 @@ def _lead_of(conn: Connection, case_id: str) -> str | None:
 
 
 def _assign(routing: Routing, conn: Connection, case_id: str, brief: ev.CaseBrief, explanation: Explanation,
-            now: datetime, actor: ev.Actor, how: str | None, lead_only: bool = False, decided_by: str | None = None) -> None:
+            now: datetime, actor: ev.Actor, how: str | None, lead_only: bool = False, decided_by: str | None = None,
+            new_case: bool = False) -> None:
     d = explanation.decision
     a = tables.assignments
     units = [(d.lead, "lead")] + ([] if lead_only else [(u, "co") for u in d.co])
-    # A co-handling unit made lead holds the case once, as lead.
-    conn.execute(update(a).where(a.c.case_id == case_id, a.c.unit == d.lead, a.c.active, a.c.role.in_(HOLDING))
-                 .values(active=False))
+    if not new_case:  # A co-handling unit made lead holds the case once, as lead (a new case has no holder).
+        conn.execute(update(a).where(a.c.case_id == case_id, a.c.unit == d.lead, a.c.active, a.c.role.in_(HOLDING))
+                     .values(active=False))
     rows, events = [], []
     for unit, role in units:
         rows.append({"case_id": case_id, "unit": unit, "role": role, "rule_id": d.rule_id,
@@ -272,19 +275,30 @@ def _to_triage(routing: Routing, conn: Connection, case_id: str, reason: str, de
     routing.metrics.triaged.labels(reason).inc()
 
 
+LEADER_LOAD = "xf_routing_leader_load"  # in conn.info: (the transaction, its leaders' load)
+
+
 def _leader_load(conn: Connection) -> dict[str, int]:
-    """Each leader's open important cases."""
-    lc = tables.leader_cases
-    return dict(conn.execute(select(lc.c.leader_id, func.count()).where(lc.c.open).group_by(lc.c.leader_id)).all())
+    """Each leader's open important cases, counted once per transaction and kept current by
+    ``_assign_leader`` (a drive's batch of important cases counted them once per case: each count
+    reads every open important case, so a drive's import slowed as it went)."""
+    held = conn.info.get(LEADER_LOAD)
+    if held is None or held[0] is not conn.get_transaction():
+        lc = tables.leader_cases
+        load = dict(conn.execute(select(lc.c.leader_id, func.count()).where(lc.c.open).group_by(lc.c.leader_id)).all())
+        held = conn.info[LEADER_LOAD] = (conn.get_transaction(), load)
+    return held[1]
 
 
 def _assign_leader(routing: Routing, conn: Connection, case_id: str, reasons: list[str], now: datetime,
                    lead: str | None, category: str | None) -> None:
     """领导包案: the leader in charge (分管) of the lead unit or the category, the least loaded
     (services/routing/leaders.py)."""
-    choice = leaders.choose(routing.directory, _leader_load(conn), lead, category)
+    load = _leader_load(conn)
+    choice = leaders.choose(routing.directory, load, lead, category)
     conn.execute(tables.leader_cases.insert(), {"case_id": case_id, "leader_id": choice.leader, "reasons": reasons,
                                                 "open": True})
+    load[choice.leader] = load.get(choice.leader, 0) + 1
     enqueue(conn, tables.outbox, [ev.LeaderAssigned(
         case_id=case_id, occurred_at=now, actor=ROUTING, leader_id=choice.leader, reasons=reasons,
         assigned_by=choice.how, note=choice.note)], now)

@@ -82,6 +82,7 @@ leader_cases = Table(
     Column("leader_id", String(64), nullable=False, index=True),
     Column("reasons", JSON, nullable=False),
     Column("open", Boolean, nullable=False),
+    Index("ix_leader_cases_open", "open", "leader_id"),  # a leader's load: the open rows only
 )
 
 refusals = Table(

@@ -372,24 +372,51 @@ def figures(facts: Iterable[CaseFacts]) -> dict:
     }
 
 
+# The figures of :func:`charged`, each from the charge kinds that count toward it (cases, but for
+# ``objections_rejected``: each rejected objection counts).
+CHARGED_FIGURES = {"ever_overdue": LEAD_OVERDUE, "escalated_overdue": ("overdue_past_escalation",),
+                   "review_overdue": ("review_overdue", "re_review_overdue"),
+                   "escalated_from_area": ("escalated_petition",), "collective_from_area": ("collective_petition",)}
+
+
 def charged(facts: Iterable[CaseFacts], unit: str) -> dict:
     """What is charged to ``unit`` across ``facts`` (:data:`CHARGE_KINDS`), whoever leads the cases now:
     the cases whose lead due dates it missed (``ever_overdue``) or let escalate, its rejected
     objections, the reviews it answered late, the escalated and collective petitions from its area."""
-    facts = [f for f in facts if is_received(f)]
-
-    def cases(*kinds: str) -> int:
-        return sum(any(k in kinds and u == unit for k, u in f.charges) for f in facts)
-    return {"ever_overdue": cases(*LEAD_OVERDUE), "escalated_overdue": cases("overdue_past_escalation"),
-            "objections_rejected": sum(k == "objection_rejected" and u == unit for f in facts for k, u in f.charges),
-            "review_overdue": cases("review_overdue", "re_review_overdue"),
-            "escalated_from_area": cases("escalated_petition"), "collective_from_area": cases("collective_petition")}
+    return charged_by_unit(facts).get(unit) or _no_charges()
 
 
-def unit_figures(unit: str, led: list[CaseFacts], everything: list[CaseFacts]) -> dict:
+def _no_charges() -> dict:
+    return dict.fromkeys(("ever_overdue", "escalated_overdue", "objections_rejected", "review_overdue",
+                          "escalated_from_area", "collective_from_area"), 0)
+
+
+def charged_by_unit(facts: Iterable[CaseFacts]) -> dict[str, dict]:
+    """:func:`charged` of every unit charged with anything, in one pass over ``facts`` (a year's report
+    has a card for each of the county's units: one pass each was most of its time)."""
+    figure_of = {kind: [fig for fig, kinds in CHARGED_FIGURES.items() if kind in kinds]
+                 for kinds in CHARGED_FIGURES.values() for kind in kinds}
+    out: dict[str, dict] = {}
+    for f in facts:
+        if not f.charges or not is_received(f):
+            continue
+        counted: set[tuple[str, str]] = set()  # (figure, unit): a case counts once per figure
+        for kind, unit in f.charges:
+            if kind == "objection_rejected":
+                out.setdefault(unit, _no_charges())["objections_rejected"] += 1
+            for fig in figure_of.get(kind, ()):
+                counted.add((fig, unit))
+        for fig, unit in counted:
+            out.setdefault(unit, _no_charges())[fig] += 1
+    return out
+
+
+def unit_figures(unit: str, led: list[CaseFacts], everything: list[CaseFacts], charges: dict | None = None) -> dict:
     """A unit's figures for its scorecard: the cases it leads (办结, 按期, 满意…), with what was charged
-    to it on any case of the period (超期, 错退…) in place of its lead cases' own."""
-    return {**figures(led), **charged(everything, unit)}
+    to it on any case of the period (超期, 错退…) in place of its lead cases' own. ``charges``: the
+    period's :func:`charged_by_unit`, when the caller has it already."""
+    charges = charged_by_unit(everything) if charges is None else charges
+    return {**figures(led), **(charges.get(unit) or _no_charges())}
 
 
 def scorecard(unit: str, figs: dict, weights: Weights, vetoes: Iterable[tuple[str, str]] = ()) -> dict:

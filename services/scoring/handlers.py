@@ -86,8 +86,8 @@ async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progre
         await js.delete_consumer(settings.stream_name, name)
     service.drop_projection(scoring)
     await js.add_consumer(settings.stream_name, ConsumerConfig(
-        name=name, filter_subjects=list(HANDLERS.subjects), deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
-        inactive_threshold=60.0))
+        name=name, filter_subjects=list(HANDLERS.subjects), deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.ALL,
+        inactive_threshold=60.0))  # AckPolicy.ALL: a batch's last ack settles the batch (one ack, not 500)
     sub = await js.pull_subscribe_bind(durable=name, stream=settings.stream_name)
     bar = tqdm(total=last, unit="event", desc="rebuild scoring", disable=not progress)
     applied = skipped = refused = 0
@@ -107,8 +107,8 @@ async def rebuild(scoring: Scoring, settings: Settings, batch: int = 500, progre
                     deliveries.append(Delivery(event, m.subject, m.metadata.timestamp))
                 else:
                     skipped += 1  # the live consumer dead-lettered it
-                await m.ack()
             done, no = await asyncio.to_thread(replay, scoring, deliveries)
+            await msgs[-1].ack()
             applied, refused = applied + done, refused + no
             bar.update(len(msgs))
             if msgs[-1].metadata.num_pending == 0:

@@ -322,11 +322,12 @@ def scorecards(scoring: Scoring, facts: list[domain.CaseFacts],
     def named(code: str) -> dict:
         return {"unit": code, "unit_name": scoring.directory.units[code].name}
 
-    out = {group: domain.rank([{**domain.scorecard(code, domain.unit_figures(code, fs, facts), scoring.weights,
+    charges = domain.charged_by_unit(facts)
+    out = {group: domain.rank([{**domain.scorecard(code, domain.unit_figures(code, fs, facts, charges), scoring.weights,
                                                    vetoes.get(code, ())),
                                 **named(code)} for code, fs in led_by(kinds).items()])
            for group, kinds in GROUPS.items()}
-    out[SUPERVISING] = [{**named(code), "figures": domain.unit_figures(code, fs, facts), "score": None, "rank": None,
+    out[SUPERVISING] = [{**named(code), "figures": domain.unit_figures(code, fs, facts, charges), "score": None, "rank": None,
                          "band": None, "outcome": "none", "consequence": "", "deductions": [], "additions": []}
                         for code, fs in led_by(("office",)).items()]
     return out

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import Field
 
-from services.supervision import meetings, notices, service
+from services.supervision import meetings, notices, queries, service
 from services.supervision.service import Supervision
 from shared.clock import ManualClock
 from shared.errors import NotFound
@@ -119,31 +119,31 @@ def build_router(sup: Supervision) -> APIRouter:
     @r.get("/cases", tags=["cases"], summary="Open cases, by lead unit and state")
     def open_cases(ctx: Ctx, unit: str | None = None, state: str | None = None,
                    who: Principal = guard("GET /api/v1/cases")) -> list[dict]:
-        return service.cases_by(ctx, _own_unit(who, unit), state, leader=who.leader_id)
+        return queries.cases_by(ctx, _own_unit(who, unit), state, leader=who.leader_id)
 
     @r.get("/cases/{case_id}", tags=["cases"], summary="A case's state and due dates")
     def case(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{case_id}")) -> dict:
-        return service.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)
+        return queries.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)
 
     @r.get("/cases/{case_id}/timeline", tags=["cases"],
            summary="Every event of a case, who and when, and whether it was applied or refused")
     def timeline(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{case_id}/timeline")) -> list[dict]:
         if who.unit is not None:  # the unit's view: other units' steps without their ids, as on timeline.<unit>
-            view = service.unit_timeline(ctx, case_id, who.unit)
+            view = queries.unit_timeline(ctx, case_id, who.unit)
             if not view["found"]:
                 raise NotFound(f"supervision has not seen case {case_id}")
             return view["timeline"]
         if who.leader_id is not None:
-            service.case_view(ctx, case_id, leader=who.leader_id)  # a leader: only a case it leads
-        return service.timeline(ctx, case_id)
+            queries.case_view(ctx, case_id, leader=who.leader_id)  # a leader: only a case it leads
+        return queries.timeline(ctx, case_id)
 
     @r.get("/due", tags=["deadlines"], summary="Due dates falling within `days`")
     def due_soon(ctx: Ctx, days: Annotated[int, Query(ge=0, le=366)] = 3, unit: str | None = None, who: Principal = guard("GET /api/v1/due")) -> list[dict]:
-        return service.due_list(ctx, overdue=False, within_days=days, unit=_own_unit(who, unit), leader=who.leader_id)
+        return queries.due_list(ctx, overdue=False, within_days=days, unit=_own_unit(who, unit), leader=who.leader_id)
 
     @r.get("/overdue", tags=["deadlines"], summary="Due dates passed and not met")
     def overdue(ctx: Ctx, unit: str | None = None, who: Principal = guard("GET /api/v1/overdue")) -> list[dict]:
-        return service.due_list(ctx, overdue=True, unit=_own_unit(who, unit), leader=who.leader_id)
+        return queries.due_list(ctx, overdue=True, unit=_own_unit(who, unit), leader=who.leader_id)
 
     @r.post("/cases/{case_id}/extension", tags=["procedure"],
             summary="The unit head approves or refuses its unit's extension request (延期审批, Art. 34)")
@@ -161,14 +161,14 @@ def build_router(sup: Supervision) -> APIRouter:
     @r.get("/cases/{case_id}/documents", tags=["procedure"],
            summary="The written notices of a case (受理/不予受理告知书, 延期告知书, 处理意见书, 复查/复核意见书)")
     def case_documents(case_id: str, ctx: Ctx, who: Principal = guard("GET /api/v1/cases/{case_id}/documents")) -> list[dict]:
-        service.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)  # 404 unless the caller may see it
-        return service.documents_of(ctx, case_id)
+        queries.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)  # 404 unless the caller may see it
+        return queries.documents_of(ctx, case_id)
 
     @r.get("/cases/{case_id}/documents/{doc_id}.{kind}", tags=["procedure"], summary="A notice as text or Word (docx)")
     def case_document(case_id: str, doc_id: str, kind: Literal["txt", "docx"], ctx: Ctx,
                       who: Principal = guard("GET /api/v1/cases/{case_id}/documents/{doc_id}.{kind}")) -> Response:
-        service.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)
-        return attachment(service.document_of(ctx, case_id, doc_id, kind), doc_id, kind)
+        queries.case_view(ctx, case_id, unit=who.unit, leader=who.leader_id)
+        return attachment(queries.document_of(ctx, case_id, doc_id, kind), doc_id, kind)
 
     @r.post("/notices", status_code=201, tags=["notices"],
             summary="Issue a numbered notice: 督办通知 listing overdue cases, or 交办通知 handing out leader cases")
@@ -207,14 +207,14 @@ def build_router(sup: Supervision) -> APIRouter:
             responses=RESIDENT_ERRORS)
     def progress(body: ProgressQuery, ctx: Ctx, request: Request) -> dict:
         client = request.client.host if request.client else "unknown"  # behind a proxy: --forwarded-allow-ips
-        return service.resident_progress(ctx, body.case_id, body.query_code, client)
+        return queries.resident_progress(ctx, body.case_id, body.query_code, client)
 
     @r.post("/progress/documents/{doc_id}.docx", tags=["residents"], responses=RESIDENT_ERRORS,
             summary="A notice of the resident's case as Word (docx), with the case number and query code")
     def progress_document(doc_id: str, body: ProgressQuery, ctx: Ctx, request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
-        service.resident_progress(ctx, body.case_id, body.query_code, client)  # the same checks and limits
-        return attachment(service.document_of(ctx, body.case_id, doc_id, "docx"), doc_id, "docx")
+        queries.resident_progress(ctx, body.case_id, body.query_code, client)  # the same checks and limits
+        return attachment(queries.document_of(ctx, body.case_id, doc_id, "docx"), doc_id, "docx")
 
     @r.post("/sweep", dependencies=[guard("POST /api/v1/sweep")], tags=["deadlines"], summary="Sweep the deadlines now")
     async def sweep(ctx: Ctx) -> dict:

@@ -6,7 +6,8 @@ import logging
 from fastapi import FastAPI
 
 from services.supervision import api, handlers, tables
-from services.supervision.service import CASE_GAUGES, Supervision, SupervisionMetrics, case_gauges
+from services.supervision.queries import CASE_GAUGES, case_gauges
+from services.supervision.service import Supervision, SupervisionMetrics
 from shared.clock import Clock
 from shared.directory import Directory, load_directory
 from shared.metrics import GaugesFrom

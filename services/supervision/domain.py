@@ -7,7 +7,7 @@ re-exported here, so supervision's modules keep reading them as ``domain.X``.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 
 from shared.lifecycle import (
     _RANK,
@@ -49,13 +49,19 @@ from shared.lifecycle import (
 from shared.policy import DeadlinePolicy
 
 __all__ = [  # what supervision's modules and tests read as domain.X
-    "_RANK", "AFTER_FINAL", "FINAL_STATES", "HANDLING", "NOTES", "OPEN_STATES", "TRANSITIONS", "CaseState", "Context", "Due", "State",
+    "_RANK", "AFTER_FINAL", "as_utc", "FINAL_STATES", "HANDLING", "NOTES", "OPEN_STATES", "TRANSITIONS", "CaseState", "Context", "Due", "State",
     "Transition", "Verdict", "acceptance_decided", "alerts_due", "apply", "archived", "assigned", "closed", "extension_decided",
     "extension_requested", "feedback", "fold", "happened", "is_final", "leader_assigned", "noted", "objected",
     "objection_decided", "placed_at",
-    "progress_reported", "received", "replied", "returned", "review_requested", "should_archive", "should_close",
+    "next_check_at", "progress_reported", "received", "replied", "returned", "review_requested", "should_archive",
+    "should_close",
     "signed", "triaged",
 ]
+
+
+def as_utc(at: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (a naive one from SQLite is UTC)."""
+    return at if at.tzinfo else at.replace(tzinfo=timezone.utc)
 
 
 # Closed at once, when the case is folded; the others by a sweep, when their time comes.
@@ -106,3 +112,33 @@ def alerts_due(s: CaseState, now: datetime, policy: DeadlinePolicy) -> list[tupl
         if now >= policy.escalate_at(d.due_at):
             out.append(("escalated", d))
     return out
+
+
+# What is due at any time: a close that waits for nothing but the case's own state.
+ALWAYS = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def check_times(s: CaseState, policy: DeadlinePolicy) -> list[datetime]:
+    """Every moment from which something is due for the case as it stands: each stage of each open
+    due date (``alerts_due``), its close (``should_close``; ``ALWAYS`` when it waits for no time)
+    and its archiving (``should_archive``). Each stays due from its moment on."""
+    times = [t for d in s.open_dues() for t in (policy.remind_at(d.due_at), d.due_at, policy.escalate_at(d.due_at))]
+    if s.state == State.NOT_ACCEPTED:
+        times.append(ALWAYS)
+    elif s.state == State.REPLIED and s.replied_at is not None:
+        if s.opinion_level == "re_review" or s.satisfied:
+            times.append(ALWAYS)
+        elif s.satisfied is None:
+            times.append(policy.due(s.replied_at, policy.feedback_days, roll=False))
+        else:
+            times.append(policy.due(s.replied_at, policy.review_request_days))
+    elif s.state == State.CLOSED and s.closed_at is not None:
+        times.append(policy.due(s.closed_at, policy.archive_days, roll=False))
+    return times
+
+
+def next_check_at(s: CaseState, policy: DeadlinePolicy, after: datetime | None = None) -> datetime | None:
+    """When a sweep next has anything to do for the case: the earliest moment from which a reminder,
+    overdue or escalation, a close or the archiving is due, of those not due yet at ``after`` (a sweep
+    at ``after`` did those); None when nothing can be, as the case stands."""
+    return min((t for t in check_times(s, policy) if after is None or t > after), default=None)

@@ -6,7 +6,7 @@ import contextlib
 import logging
 from functools import partial
 
-from services.supervision import domain, service
+from services.supervision import domain, queries, service
 from services.supervision.service import Supervision
 from shared import events as ev
 from shared import subjects
@@ -30,7 +30,7 @@ def answer_timeline(sup: Supervision, unit: str, request: bytes) -> ev.TimelineA
     except ValueError:
         return ev.TimelineAnswer(unit=unit, found=False, error="malformed",
                                  reason='send a JSON object {"case_id": "<case number>"}')
-    return ev.TimelineAnswer.model_validate(service.unit_timeline(sup, query.case_id, unit))
+    return ev.TimelineAnswer.model_validate(queries.unit_timeline(sup, query.case_id, unit))
 
 
 def timeline_responder(sup: Supervision, bus: Bus) -> Responder:

@@ -10,7 +10,8 @@ from datetime import date, datetime
 from sqlalchemy import select
 
 from services.supervision import tables
-from services.supervision.service import Supervision, due_list
+from services.supervision.queries import due_list
+from services.supervision.service import Supervision
 from shared import events as ev
 from shared.errors import FieldError, InvalidInput, NotFound
 from shared.forms import add_table

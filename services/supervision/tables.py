@@ -15,6 +15,7 @@ from sqlalchemy import (
                         String,
                         Table,
                         Text,
+                        text,
 )
 
 from shared.db import UtcDateTime
@@ -54,6 +55,16 @@ cases = Table(
     Column("query_code_hash", String(64)),
     # Where the case stands in the procedure: acceptance, objections, extension, reviewers, finality.
     Column("procedure", JSON),
+    # The case's fold (lifecycle.state_to_dict), carried forward event by event, and the mark
+    # (domain.happened: time, rank) of the latest event folded into it; NULL on rows from before.
+    Column("fold", JSON),
+    Column("folded_at", UtcDateTime()),
+    Column("folded_rank", Integer),
+    # When a sweep next has anything to do for the case (domain.next_check_at); NULL: nothing can.
+    Column("next_check_at", UtcDateTime(), index=True),
+    # The rows with no fold yet (from before folds were kept), which a sweep folds: few, so indexed alone.
+    Index("ix_cases_unfolded", "case_id", sqlite_where=text("folded_at IS NULL"),
+          postgresql_where=text("folded_at IS NULL")),
 )
 
 # One row per (case, due date, stage) ever sent: the sweep inserts before it publishes, so a due

@@ -27,10 +27,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import text
 
+from bench.balancer import RoundRobin
 from services.intake import importer
 from shared.directory import load_directory
 from shared.settings import Settings
-from tests.faults.balancer import RoundRobin
 from tests.faults.invariants import Findings, _examples
 from tests.faults.load import CATEGORIES
 from tests.faults.system import System

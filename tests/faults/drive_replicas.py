@@ -31,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import driver
 from shared import natsauth
 from shared.settings import Settings
 from tests.faults import drive
@@ -58,33 +59,13 @@ class Result:
 
 async def post_all(url: str, headers: dict, keys: list[str], clients: int, tag: str, result: Result) -> dict[str, str]:
     """Every key's case posted (retried until 201); key → case number."""
-    todo = list(enumerate(keys))
-    accepted: dict[str, str] = {}
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=httpx.Timeout(120, connect=5),
-                                 limits=httpx.Limits(max_connections=clients)) as client:
-        async def worker() -> None:
-            while todo:
-                n, key = todo.pop()
-                body = case_body(CHANNELS[n % len(CHANNELS)], n=n, title=f"排查压测{tag}第{n}号"[:60],
-                                 category=CATEGORIES[n % len(CATEGORIES)])
-                first = time.monotonic()
-                while True:
-                    try:
-                        answer = await client.post("/api/v1/cases", json=body, headers={"Idempotency-Key": key})
-                    except httpx.TransportError as exc:
-                        result.answers[type(exc).__name__] += 1
-                        await asyncio.sleep(0.2)
-                        continue
-                    result.answers[str(answer.status_code)] += 1
-                    if answer.status_code == 201:
-                        accepted[key] = answer.json()["case_number"]
-                        result.latencies.append(time.monotonic() - first)
-                        break
-                    if answer.status_code != 503:
-                        raise RuntimeError(f"{key}: {answer.status_code} {answer.text[:300]}")
-                    await asyncio.sleep(min(float(answer.headers.get("Retry-After", "1")), 2.0))
-        await asyncio.gather(*(worker() for _ in range(clients)))
-    return accepted
+    def body_of(n: int) -> dict:
+        return case_body(CHANNELS[n % len(CHANNELS)], n=n, title=f"排查压测{tag}第{n}号"[:60],
+                         category=CATEGORIES[n % len(CATEGORIES)])
+    posted = await driver.post_all(url, headers, keys, body_of, clients)
+    result.latencies += posted.latencies
+    result.answers += posted.answers
+    return posted.accepted
 
 
 def settle(system, load: Load, timeout: float = 900) -> None:  # noqa: ANN001

@@ -27,7 +27,7 @@ from sqlalchemy import text
 from shared import events as ev
 from shared import subjects
 from tests.faults.load import Load
-from tests.faults.system import CLOCK_START, CONSUMERS, SERVICES, System
+from tests.faults.system import CLOCK_START, SERVICES, System
 
 ALERTS = ("CaseReminded", "CaseOverdue", "CaseEscalated")
 
@@ -81,23 +81,6 @@ async def read_stream(system: System, stream: str) -> list[Stored] | None:
         await nc.close()
 
 
-async def consumer_lag(system: System) -> dict[str, tuple[int, int]]:
-    """durable → (num_pending, num_ack_pending); (-1, -1) when it cannot be read."""
-    nc = await system.admin()
-    try:
-        js = nc.jetstream(timeout=5)
-        out = {}
-        for durable in CONSUMERS:
-            try:
-                info = await js.consumer_info(system.settings.stream_name, durable)
-                out[durable] = (info.num_pending, info.num_ack_pending)
-            except Exception:  # noqa: BLE001 - not there (yet), or NATS away: not caught up
-                out[durable] = (-1, -1)
-        return out
-    finally:
-        await nc.close()
-
-
 def _scalar(system: System, service: str, sql: str) -> int:
     with system.engine(service).connect() as conn:
         return conn.execute(text(sql)).scalar_one()
@@ -121,7 +104,7 @@ def quiet(system: System, load: Load, ledger: Ledger) -> list[str]:
         pending = _scalar(system, s, "SELECT count(*) FROM outbox WHERE sent_at IS NULL")
         if pending:
             out.append(f"{s}: {pending} outbox rows unsent")
-    for durable, (pending, unacked) in asyncio.run(consumer_lag(system)).items():
+    for durable, (pending, unacked) in asyncio.run(system.consumer_lag()).items():
         if (pending, unacked) != (0, 0):
             out.append(f"consumer {durable}: num_pending {pending}, num_ack_pending {unacked}")
     want = set(load.accepted.values()) - ledger.quarantined

@@ -12,47 +12,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sqlite3
-import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
-import nats
-from sqlalchemy import Engine, create_engine, make_url, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import URL
 
-from services.runtime import NatsCluster, NatsServer, free_port, spawn, wait_healthy
-from shared import natsauth, tokens
-from shared.bus import declare_streams
-from shared.db import make_engine, normalize_url, sqlite_path
-from shared.settings import Settings
-from tests.helpers import STAFF_ID, TEST_KEYS, TEST_KEYS_ENV
+from bench.stack import CONSUMERS, SERVICES, Replica, Stack  # noqa: F401 - the fault matrix imports them from here
+from services.runtime import NatsCluster, free_port
+from shared.db import sqlite_path
+from tests.helpers import STAFF_ID, TEST_KEYS
 
-SERVICES = ("intake", "routing", "supervision", "scoring")
-CONSUMERS = ("routing", "supervision", "scoring")  # each has a durable consumer named after it
 # Every clock stands still here until a test moves it (XF_MODE=test): a Monday, 09:00 county time.
 CLOCK_START = datetime(2026, 3, 2, 1, 0, tzinfo=timezone.utc)
 # Short waits, so a fault shows in seconds: a killed consumer's messages go to another after
 # ACK_WAIT_S, a killed relay's claimed outbox rows are claimed again after the lease.
 ACK_WAIT_S = 5
-
-
-@dataclass
-class Replica:
-    service: str
-    port: int
-    proc: subprocess.Popen
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 class TcpProxy:
@@ -126,98 +105,27 @@ class TcpProxy:
         self._loop.close()
 
 
-class System:
+class System(Stack):
+    schema_prefix = "xf_faults"
+
     def __init__(self, root: Path, database: str, postgres_url: str | None, nats_users: Path,
                  cluster: bool = False) -> None:
         """``cluster``: a 3-node NATS cluster (NatsCluster, fsync before each ack) instead of one server,
         the streams with 3 replicas, and the services given every node."""
-        self.root, self.database = root, database
-        self.data_dir = root / "var"
-        self.log_dir = root / "logs"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        # The users' files where every process of this system finds its own (shared/natsauth.py).
-        creds = natsauth.creds_dir(Settings(data_dir=self.data_dir))
-        creds.mkdir(parents=True, exist_ok=True)
-        for f in nats_users.iterdir():
-            (creds / f.name).write_bytes(f.read_bytes())
-            (creds / f.name).chmod(0o600)
-        self.nats: NatsServer | NatsCluster = (
-            NatsCluster(root / "nats", *([free_port() for _ in range(3)] for _ in range(3)),
-                        auth_conf=creds / natsauth.AUTH_CONF) if cluster
-            else NatsServer(root / "nats", free_port(), auth_conf=creds / natsauth.AUTH_CONF))
-        self.replicas_of_streams = 3 if cluster else 1
         self.proxy: TcpProxy | None = None
-        self._schemas: list[str] = []
-        self._admin_engine: Engine | None = None
-        # What the services are given, and what the checks read directly (past any proxy).
-        self.service_urls: dict[str, str] = {}
-        self.check_urls: dict[str, str] = {}
-        if database == "postgres":
-            self._postgres(postgres_url)
-        else:
-            for s in SERVICES:
-                self.service_urls[s] = self.check_urls[s] = f"sqlite:///{root / 'db' / s}.db"
-            (root / "db").mkdir(exist_ok=True)
-        self.settings = Settings(data_dir=self.data_dir, nats_url=self.nats.url, log_level="WARNING",
-                                 stream_replicas=self.replicas_of_streams,
-                                 **{f"{s}_db_url": u for s, u in self.check_urls.items()}, **TEST_KEYS)
-        self.ports = {s: free_port() for s in SERVICES}
-        self.replicas: dict[str, list[Replica]] = {s: [] for s in SERVICES}
-        self._engines: dict[str, Engine] = {}
-        _, secret = tokens.create(self.settings, ["clerk", "supervisor", "ops"], staff_id=STAFF_ID,
-                                  note="the fault matrix's clients")
-        self.headers = {"Authorization": f"Bearer {secret}"}
-        self.http = httpx.Client(headers=self.headers, timeout=120)
+        super().__init__(root, database, postgres_url, nats_users, cluster, keys=TEST_KEYS, staff_id=STAFF_ID)
 
-    def _postgres(self, url: str | None) -> None:
-        """A fresh schema per service, reached by the services through a proxy a fault can cut."""
-        assert url, "XF_TEST_POSTGRES_URL is not set"
-        self._admin_engine = make_engine(url)
-        target = make_url(normalize_url(url))
+    def service_target(self, target: URL) -> URL:
+        """The services reach PostgreSQL through a proxy a fault can cut."""
         self.proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
         self.proxy.start()
-        proxied = target.set(host="127.0.0.1", port=self.proxy.port).render_as_string(hide_password=False)
-        direct = target.render_as_string(hide_password=False)
-        tag = uuid.uuid4().hex[:10]
-        for s in SERVICES:
-            schema = f"xf_faults_{tag}_{s}"
-            with self._admin_engine.begin() as conn:
-                conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-            self._schemas.append(schema)
-            option = f"options=-csearch_path%3D{schema}"
-            self.service_urls[s] = f"{proxied}{'&' if '?' in proxied else '?'}{option}"
-            self.check_urls[s] = f"{direct}{'&' if '?' in direct else '?'}{option}"
-
-    # --- starting and stopping ------------------------------------------------------------------
+        return target.set(host="127.0.0.1", port=self.proxy.port)
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("XF_")}
-        return {**TEST_KEYS_ENV, **env,
-                "XF_NATS_URL": self.nats.url, "XF_STREAM_REPLICAS": str(self.replicas_of_streams),
-                "XF_DATA_DIR": str(self.data_dir), "XF_LOG_LEVEL": "WARNING",
-                **{f"XF_{s.upper()}_DB_URL": u for s, u in self.service_urls.items()},
+        return {**super().env(),
                 "XF_MODE": "test", "XF_CLOCK_START": CLOCK_START.isoformat(),
                 "XF_RELAY_POLL_S": "0.1", "XF_RELAY_LEASE_S": "3", "XF_CONSUMER_ACK_WAIT_S": str(ACK_WAIT_S),
                 "XF_SWEEP_INTERVAL_S": "3600"}  # the tests sweep when they mean to
-
-    def start(self) -> None:
-        self.nats.start()
-        self.declare_streams()  # as admin, before the services look for them (what `xinfang up` does)
-        self.start_replicas(list(SERVICES))
-
-    def start_replicas(self, services: list[str], new_ports: bool = False) -> list[Replica]:
-        """One more replica of each of ``services`` (on its usual port unless ``new_ports``); healthy when returned."""
-        started = []
-        for service in services:
-            port = free_port() if new_ports else self.ports[service]
-            with open(self.log_dir / f"{service}-{port}.log", "ab") as log:
-                proc = spawn(service, {**self.env(), f"XF_{service.upper()}_PORT": str(port)},
-                             stdout=log, stderr=subprocess.STDOUT)
-            started.append(Replica(service, port, proc))
-        for r in started:
-            wait_healthy(r.url, r.proc, timeout=60)
-            self.replicas[r.service].append(r)
-        return started
 
     def kill(self, replica: Replica) -> None:
         """SIGKILL: no draining, no acks, no last outbox run."""
@@ -235,45 +143,9 @@ class System:
         """The same port, the same store (a cluster's node rejoins; it catches up from the others)."""
         (self.nats.nodes[node] if isinstance(self.nats, NatsCluster) else self.nats).start()
 
-    def stop(self, keep_databases: bool = False) -> None:
-        """Stop every process (SIGTERM: they drain), then drop the PostgreSQL schemas unless kept."""
-        self.http.close()
-        for service in reversed(SERVICES):
-            for r in self.replicas[service]:
-                if r.proc.poll() is None:
-                    r.proc.send_signal(signal.SIGTERM)
-            for r in self.replicas[service]:
-                try:
-                    r.proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    r.proc.kill()
-                    r.proc.wait()
-        self.nats.stop()
-        for engine in self._engines.values():
-            engine.dispose()
+    def stopped(self) -> None:
         if self.proxy is not None:
             self.proxy.stop()
-        if self._admin_engine is not None and keep_databases:
-            print(f"\nfault matrix: PostgreSQL schemas kept: {', '.join(self._schemas)}")
-        elif self._admin_engine is not None:
-            with self._admin_engine.begin() as conn:
-                for schema in self._schemas:
-                    conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-            self._admin_engine.dispose()
-
-    # --- looking --------------------------------------------------------------------------------
-
-    def url(self, service: str) -> str:
-        return self.replicas[service][0].url
-
-    def engine(self, service: str) -> Engine:
-        """A reading engine on a service's database, past any proxy. On SQLite a plain one: the
-        services' engines take the write lock at every BEGIN, a check must not."""
-        if service not in self._engines:
-            url = normalize_url(self.check_urls[service])
-            self._engines[service] = (create_engine(url, poolclass=NullPool) if sqlite_path(url)
-                                      else make_engine(url))
-        return self._engines[service]
 
     def readiness(self, service: str) -> list[int]:
         """The /readyz status of each replica of ``service`` (0: no answer)."""
@@ -322,14 +194,6 @@ class System:
                 conn.close()
 
     # --- the bus, as admin ----------------------------------------------------------------------
-
-    async def admin(self) -> nats.aio.client.Client:
-        return await nats.connect(self.settings.nats_servers, name="xinfang-faults", connect_timeout=5,
-                                  allow_reconnect=False,
-                                  **natsauth.connect_options(self.settings, natsauth.ADMIN))
-
-    def declare_streams(self) -> None:
-        asyncio.run(declare_streams(self.settings))
 
     def publish(self, subject: str, data: bytes, msg_id: str) -> None:
         async def go() -> None:

@@ -25,8 +25,8 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from bench.balancer import RoundRobin
 from tests.faults import drive
-from tests.faults.balancer import RoundRobin
 from tests.faults.conftest import POSTGRES_URL, SUMMARY
 from tests.faults.invariants import Ledger, wait_for_invariants
 from tests.faults.load import Load

@@ -1,6 +1,6 @@
 """What fsync-before-ack (``sync_interval: always``) costs JetStream publishing, measured in one run.
 
-    .venv/bin/python benchmarks/nats_fsync.py [--messages N] [--size BYTES] [--batch B] [--rounds R] [--dir DIR]
+    .venv/bin/python -m bench.nats_fsync [--messages N] [--size BYTES] [--batch B] [--rounds R] [--dir DIR]
 
 Starts two nats-servers of its own (``services.runtime.NatsServer``, free ports, temp stores under ``--dir``):
 one with nats-server's default (fsync every 2 minutes), one with ``sync_interval: always`` (what

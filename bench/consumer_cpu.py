@@ -1,6 +1,6 @@
 """CPU per event of the project's FastStream-driven consumer vs a hand-written nats-py loop, in one run.
 
-    .venv/bin/python benchmarks/consumer_cpu.py [--events N] [--rounds R] [--warmup W] [--profile]
+    .venv/bin/python -m bench.consumer_cpu [--events N] [--rounds R] [--warmup W] [--profile]
 
 What it does (see ../shared/FASTSTREAM-NOTES.md, "Batch subscribers"):
 
@@ -345,7 +345,7 @@ def profile_report(kind: str, profiler: cProfile.Profile, events: int, top: int)
         path = filename.replace("\\", "/")
         if "site-packages/" in path:
             group = path.split("site-packages/", 1)[1].split("/", 1)[0]
-        elif "/shared/" in path or "/benchmarks/" in path:
+        elif "/shared/" in path or "/bench/" in path:
             group = "xinfang (shared/, benchmark)"
         elif path.startswith("~") or path.startswith("<"):
             group = "C functions (socket, epoll, pydantic-core, json scanner, …)"
