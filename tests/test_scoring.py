@@ -42,7 +42,7 @@ def publish_shuffled(settings: Settings, events: list[ev.Event], seed: int = 3) 
 
     async def go() -> None:
         nc = await nats.connect(settings.nats_url)
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=30)  # 200 acks gathered: on a busy machine they take more than the default 5 s
         await ensure_streams(js, settings)
         for start in range(0, len(shuffled), 200):
             await asyncio.gather(*(js.publish(e.subject, ev.encode(e), headers={"Nats-Msg-Id": e.event_id})
