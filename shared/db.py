@@ -28,6 +28,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 
 def normalize_url(url: str) -> str:
@@ -77,6 +79,11 @@ def make_engine(url: str, lock_timeout_s: float = 30.0) -> Engine:
         conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("xf_reading") else "BEGIN IMMEDIATE")
 
     return engine
+
+
+# A database that cannot answer now (a lock wait ran out, no connection, no pooled connection): the
+# caller answers 503 or tries again later; a statement that is wrong is none of these.
+DB_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
 def reading(engine: Engine) -> Connection:

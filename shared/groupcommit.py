@@ -21,18 +21,13 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from shared.db import UnitOfWork
+from shared.db import DB_UNAVAILABLE, UnitOfWork
 
 log = logging.getLogger(__name__)
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
-# The database cannot be reached or locked: every item of the batch gets the error (a 503), none is
-# retried alone (each would wait the lock timeout again).
-UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class GroupCommit(Generic[Item, Result]):
@@ -113,7 +108,7 @@ class GroupCommit(Generic[Item, Result]):
         try:
             with self.uow.begin() as conn:
                 results = self.write(conn, [item for item, _ in batch])
-        except UNAVAILABLE as exc:
+        except DB_UNAVAILABLE as exc:  # every item gets it (a 503); none alone: each would wait the lock again
             for _, done in batch:
                 done.set_exception(exc)
             return

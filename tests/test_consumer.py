@@ -24,14 +24,19 @@ def closed(case_id: str) -> ev.CaseClosed:
     return ev.CaseClosed(case_id=case_id, actor=ACTOR, reason="satisfied")
 
 
-async def run_consumer(tmp_path: Path, nats_server: NatsServer, publish: list[tuple[str, bytes, str]],
-                       fail_on: str | None, until: int) -> tuple[list[str], dict[str, int], ServiceMetrics]:
-    """Publish raw messages, consume them with a short-backoff spec; (applied case ids, attempts)."""
-    settings = Settings(nats_url=nats_server.url, data_dir=tmp_path)
+def consumer_db(tmp_path: Path):  # noqa: ANN201 - (engine, inbox): a consumer's SQLite database
     engine = make_engine(f"sqlite:///{tmp_path}/consumer.db")
     md = MetaData()
     inbox = inbox_table(md)
     md.create_all(engine)
+    return engine, inbox
+
+
+async def run_consumer(tmp_path: Path, nats_server: NatsServer, publish: list[tuple[str, bytes, str]],
+                       fail_on: str | None, until: int) -> tuple[list[str], dict[str, int], ServiceMetrics]:
+    """Publish raw messages, consume them with a short-backoff spec; (applied case ids, attempts)."""
+    settings = Settings(nats_url=nats_server.url, data_dir=tmp_path)
+    engine, inbox = consumer_db(tmp_path)
     applied: list[str] = []
     attempts: dict[str, int] = {}
 
@@ -89,10 +94,7 @@ def test_a_lone_event_is_applied_at_once_and_a_backlog_in_batches(tmp_path: Path
     """The fetch timeout is 10 s here: a lone event that waited for its batch to fill would take that long."""
     async def scenario() -> tuple[float, list[int]]:
         settings = Settings(nats_url=nats_server.url, data_dir=tmp_path)
-        engine = make_engine(f"sqlite:///{tmp_path}/consumer.db")
-        md = MetaData()
-        inbox = inbox_table(md)
-        md.create_all(engine)
+        engine, inbox = consumer_db(tmp_path)
         batches: list[int] = []
         table = HandlerTable({ev.CaseClosed: None}, apply_batch=lambda _ctx, _conn, batch: batches.append(len(batch)))
         spec = ConsumerSpec(durable="eager", filter_subjects=table.subjects, fetch_timeout_s=10.0, batch=100)

@@ -13,13 +13,12 @@ from typing import BinaryIO
 
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeout
 
 from services.intake import domain, importer, tables
 from services.intake.schemas import CaseSubmission, DriveIn, DriveView, ImportReport, RowError
 from services.intake.service import Draft, Intake, Replayed, allocate, register
 from shared import events as ev
+from shared.db import DB_UNAVAILABLE
 from shared.errors import Conflict, FieldError, InvalidInput, NotFound, Unavailable, pydantic_field_errors
 from shared.outbox import enqueue
 
@@ -134,7 +133,7 @@ def counted(intake: Intake) -> Iterator[None]:
     except InvalidInput:
         intake.metrics.imports.labels("refused").inc()
         raise
-    except (Unavailable, OperationalError, InterfaceError, SQLAlchemyTimeout):
+    except (Unavailable, *DB_UNAVAILABLE):
         intake.metrics.imports.labels("failed").inc()
         raise
     intake.metrics.imports.labels("completed").inc()
@@ -154,7 +153,7 @@ def import_file(intake: Intake, drive_id: str, stream: BinaryIO, filename: str, 
     for chunk in importer.chunks(sheet.rows, s.import_chunk_rows):
         try:
             part = import_rows(intake, drive_id, source, chunk, actor)
-        except (OperationalError, InterfaceError, SQLAlchemyTimeout):
+        except DB_UNAVAILABLE:
             last = max(total.case_numbers, default=None)
             raise Unavailable(
                 f"the import stopped at row {chunk[0][0]}: the database cannot be reached. "

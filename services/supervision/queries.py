@@ -16,8 +16,6 @@ from shared.ratelimit import ResidentLimits
 if TYPE_CHECKING:
     from services.supervision.service import Supervision
 
-_utc = domain.as_utc
-
 
 # The case gauges of /metrics (``case_gauges``): name -> (help, labels).
 CASE_GAUGES = {
@@ -33,7 +31,7 @@ def timeline(sup: Supervision, case_id: str) -> list[dict]:
     t = tables.timeline
     with sup.uow.engine.connect() as conn:
         rows = sorted(conn.execute(select(t).where(t.c.case_id == case_id)).all(),
-                      key=lambda r: domain.happened(_utc(r.placed_at), r.type))
+                      key=lambda r: domain.happened(domain.as_utc(r.placed_at), r.type))
         notices, meetings = _listing(conn, tables.notices, case_id), _listing(conn, tables.meetings, case_id)
     if not rows:
         raise NotFound(f"supervision has not seen case {case_id}")
@@ -47,7 +45,7 @@ def timeline(sup: Supervision, case_id: str) -> list[dict]:
     steps += [{"at": m.recorded_at, "placed_at": m.recorded_at, "event": "JointMeetingHeld", "unit": None,
                "actor": {"kind": "supervisor", "id": m.convened_by}, "status": "applied", "reason": None,
                "event_id": None, "meeting_id": m.meeting_id, "meeting_no": m.meeting_no} for m in meetings]
-    return sorted(steps, key=lambda s: domain.happened(_utc(s["placed_at"]), s["event"]))
+    return sorted(steps, key=lambda s: domain.happened(domain.as_utc(s["placed_at"]), s["event"]))
 
 
 def _listing(conn: Connection, table, case_id: str) -> list:  # noqa: ANN001 - notices or meetings
@@ -101,7 +99,7 @@ def _final(sup: Supervision, state: str, replied_at: datetime | None, procedure:
     if state not in domain.FINAL_STATES:
         return False
     return bool(procedure.get("final")) or (
-        replied_at is not None and sup.clock.now() > sup.policy.due(_utc(replied_at), sup.policy.review_request_days))
+        replied_at is not None and sup.clock.now() > sup.policy.due(domain.as_utc(replied_at), sup.policy.review_request_days))
 
 
 def _open_cases(sup: Supervision, unit: str | None, state: str | None, leader: str | None = None) -> list:
@@ -221,7 +219,7 @@ def resident_progress(sup: Supervision, case_id: str, query_code: str, client: s
     with sup.uow.engine.connect() as conn:
         rows = sorted(conn.execute(select(t.c.occurred_at, t.c.placed_at, t.c.type, t.c.payload)
                                    .where(t.c.case_id == case_id, t.c.status == "applied")).all(),
-                      key=lambda x: domain.happened(_utc(x.placed_at), x.type))
+                      key=lambda x: domain.happened(domain.as_utc(x.placed_at), x.type))
     steps: list[dict] = []
     for row in rows:
         step = _public_step(row.type, row.payload)
